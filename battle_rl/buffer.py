@@ -1,0 +1,120 @@
+"""Replay storage: one numpy ring of per-agent rows, each observation stored once.
+
+A row holds an agent's observation at one cycle (uint8, quantised: observations are 0/1 flags
+and HP fractions in steps of 0.01) and, once the cycle is played, its action, reward, done flag
+and the row of its next observation. A transition is (row, next row): the next observation is
+the next row's observation, so nothing is stored twice. Rows that hold an episode's final
+observation have no action and are never sampled. FIFO: a row's next row is always newer, so
+overwriting the oldest row never leaves a sampled transition with a stale next observation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from battle_rl.env import OBS_SHAPE
+
+OBS_SCALE = 100.0  # stored = round(obs * 100); HP fractions are multiples of 0.01
+
+
+def quantize(obs: np.ndarray) -> np.ndarray:
+    return np.rint(obs * OBS_SCALE).astype(np.uint8)
+
+
+class ReplayBuffer:
+    def __init__(self, capacity: int, n_agents: int = 81, seed: int | None = None):
+        if capacity < 2 * n_agents + 1:
+            raise ValueError(f"buffer capacity {capacity} must be at least {2 * n_agents + 1}")
+        self.capacity, self.n_agents = capacity, n_agents
+        self.obs = np.zeros((capacity, *OBS_SHAPE), np.uint8)
+        self.action = np.zeros(capacity, np.uint8)
+        self.reward = np.zeros(capacity, np.float32)
+        self.done = np.zeros(capacity, bool)
+        self.next = np.zeros(capacity, np.int32)
+        self.ready = np.zeros(capacity, bool)  # a full transition that may be sampled
+        self.ptr = 0  # next row to write
+        self.size = 0  # rows in use
+        self.rng = np.random.default_rng(seed)
+        self.current = np.full(n_agents, -1, np.int64)  # each slot's row for this cycle
+
+    def __len__(self) -> int:
+        """Number of transitions that can be sampled."""
+        return int(self.ready[: self.size].sum())
+
+    @property
+    def bytes_per_row(self) -> int:
+        arrays = (self.obs, self.action, self.reward, self.done, self.next, self.ready)
+        return sum(a.nbytes for a in arrays) // self.capacity
+
+    def _write_obs(self, obs: np.ndarray) -> np.ndarray:
+        rows = (self.ptr + np.arange(len(obs))) % self.capacity
+        self.obs[rows] = quantize(obs)
+        self.ready[rows] = False
+        self.ptr = int((self.ptr + len(obs)) % self.capacity)
+        self.size = min(self.size + len(obs), self.capacity)
+        return rows
+
+    def start_episode(self, obs: np.ndarray, alive: np.ndarray) -> None:
+        """Store the first observations of the agents alive at the start of an episode."""
+        self.current[:] = -1
+        self.current[alive] = self._write_obs(obs[alive])
+
+    def add(
+        self,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: np.ndarray,
+        died: np.ndarray,
+        alive_next: np.ndarray,
+    ) -> None:
+        """Record one cycle for the team: arrays indexed by slot (N,).
+
+        Slots that acted are those with a current row. ``died`` ends their transition (no
+        bootstrap); the others get a row for ``next_obs`` that becomes their current row.
+        A time-limit end is *not* a death: those transitions bootstrap from the final row.
+        """
+        acted = self.current >= 0
+        rows = self.current[acted]
+        self.action[rows] = action[acted]
+        self.reward[rows] = reward[acted]
+        self.done[rows] = died[acted]
+        going_on = acted & alive_next & ~died
+        new_rows = self._write_obs(next_obs[going_on])
+        self.next[self.current[going_on]] = new_rows
+        ended = acted & ~going_on
+        self.next[self.current[ended]] = self.current[ended]  # never read: done masks it
+        self.ready[rows] = True
+        self.current[:] = -1
+        self.current[going_on] = new_rows
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        idx = np.empty(0, np.int64)
+        while len(idx) < batch_size:  # rejection: almost every row is ready
+            draw = self.rng.integers(0, self.size, 2 * batch_size)
+            idx = np.concatenate([idx, draw[self.ready[draw]]])
+        idx = idx[:batch_size]
+        return {
+            "obs": self.obs[idx],
+            "action": self.action[idx].astype(np.int64),
+            "reward": self.reward[idx],
+            "next_obs": self.obs[self.next[idx]],
+            "done": self.done[idx],
+        }
+
+    # -- persistence (resume) ------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            k: getattr(self, k)
+            for k in ("obs", "action", "reward", "done", "next", "ready", "current")
+        } | {"ptr": self.ptr, "size": self.size, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["obs"]) != self.capacity:
+            raise ValueError(f"saved buffer has capacity {len(state['obs'])}, "
+                             f"this run's is {self.capacity}")
+        for k in ("obs", "action", "reward", "done", "next", "ready", "current"):
+            getattr(self, k)[...] = state[k]
+        self.ptr, self.size = int(state["ptr"]), int(state["size"])
+        self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,183 @@
+"""The IterableDataset that plays the game and yields training batches.
+
+Lightning's loop pulls batches; each pull first plays enough cycles (all learner agents in one
+batched, epsilon-greedy forward pass; the opponent likewise) to keep ``updates_per_cycle``
+updates per cycle, pushes the transitions into the replay buffer and samples a minibatch.
+It holds a reference to the learner (not a copy), so acting always uses the current network.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from battle_rl.buffer import ReplayBuffer
+from battle_rl.env import N_ACTIONS, BattleEnv, other
+from battle_rl.opponents import Opponent
+
+
+@dataclass
+class EpsilonSchedule:
+    """epsilon = max(end, start - (start - end) * t / decay), t counted in ``unit``s."""
+
+    start: float = 1.0
+    end: float = 0.05
+    decay: float = 2000
+    unit: str = "cycle"  # "cycle" (environment steps) or "episode"
+
+    def __call__(self, t: float) -> float:
+        if self.decay <= 0:
+            return self.end
+        return max(self.end, self.start - (self.start - self.end) * t / self.decay)
+
+
+class RolloutDataset(IterableDataset):
+    def __init__(
+        self,
+        env: BattleEnv,
+        opponent: Opponent,
+        learner,
+        buffer: ReplayBuffer,
+        batch_size: int,
+        epsilon: EpsilonSchedule,
+        updates_per_cycle: float = 1.0,
+        warmup: int = 1000,
+        max_episodes: int | None = None,
+        seed: int = 0,
+        team: str = "blue",
+    ):
+        super().__init__()
+        self.env, self.opponent, self.learner, self.buffer = env, opponent, learner, buffer
+        self.batch_size, self.epsilon_schedule = batch_size, epsilon
+        self.updates_per_cycle, self.warmup = updates_per_cycle, max(warmup, batch_size)
+        self.max_episodes, self.seed, self.team = max_episodes, seed, team
+        self.rng = np.random.default_rng(seed)
+        # counters (saved with checkpoints, see state_dict)
+        self.cycles = 0
+        self.episodes = 0
+        self.agent_steps = 0
+        self.obs = None  # current observations {team: (N,13,13,5)}; None between episodes
+        self.last_episode: dict[str, float] = {}
+        self._ep = None
+        self._rollout_seconds = 0.0
+        self.batches = 0
+        self._rate_mark = (time.perf_counter(), 0, 0)  # (time, agent_steps, batches)
+
+    # -- acting ---------------------------------------------------------------------
+    @property
+    def epsilon(self) -> float:
+        s = self.epsilon_schedule
+        return s(self.episodes if s.unit == "episode" else self.cycles)
+
+    def _learner_actions(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        eps = self.epsilon
+        n = len(obs)
+        explore = self.rng.random(n) < eps
+        if (explore | ~alive).all():
+            return self.rng.integers(0, N_ACTIONS, n)
+        actions = self.learner.greedy(obs, alive & ~explore)
+        actions[explore] = self.rng.integers(0, N_ACTIONS, int(explore.sum()))
+        return actions
+
+    def _start_episode(self) -> None:
+        self.opponent.new_episode()
+        episode_seed = int(self.rng.integers(2**31 - 1))
+        self.obs = self.env.reset(seed=episode_seed)
+        self.buffer.start_episode(self.obs[self.team], self.env.alive[self.team])
+        self._ep = {"reward": {"red": 0.0, "blue": 0.0}, "kills": {"red": 0, "blue": 0}}
+
+    def play_cycle(self) -> None:
+        if self.obs is None:
+            self._start_episode()
+        me, them = self.team, other(self.team)
+        alive = self.env.alive
+        actions = {
+            me: self._learner_actions(self.obs[me], alive[me]),
+            them: self.opponent.act(self.obs[them], alive[them]),
+        }
+        step = self.env.step(actions)
+        self.buffer.add(actions[me], step.reward[me], step.obs[me], step.died[me], step.alive[me])
+        self.cycles += 1
+        self.agent_steps += int(alive[me].sum() + alive[them].sum())
+        for t in ("red", "blue"):
+            self._ep["reward"][t] += float(step.reward[t].sum())
+            self._ep["kills"][t] += step.kills[t]
+        self.obs = step.obs
+        if step.done:
+            self._end_episode()
+
+    def _end_episode(self) -> None:
+        n = self.env.n_agents
+        ep = self._ep
+        self.episodes += 1
+        self.last_episode = {
+            "episode": self.episodes,
+            "blue_reward": ep["reward"]["blue"] / n,
+            "red_reward": ep["reward"]["red"] / n,
+            "blue_kills": ep["kills"]["blue"],
+            "red_kills": ep["kills"]["red"],
+            "cycles": self.env.cycle,
+        }
+        self.obs = None
+
+    # -- the stream -----------------------------------------------------------------
+    def _finished(self) -> bool:
+        return self.max_episodes is not None and self.episodes >= self.max_episodes
+
+    def __iter__(self):
+        credit = 0.0
+        while not self._finished():
+            t0 = time.perf_counter()
+            while len(self.buffer) < self.warmup or credit < 1.0:
+                self.play_cycle()
+                if len(self.buffer) >= self.warmup:
+                    credit += self.updates_per_cycle
+                if self._finished():
+                    break
+            if self._finished() and credit < 1.0:
+                break
+            credit -= 1.0
+            batch = {k: torch.from_numpy(v) for k, v in self.buffer.sample(self.batch_size).items()}
+            self._rollout_seconds += time.perf_counter() - t0
+            self.batches += 1
+            yield batch
+
+    def log_metrics(self) -> dict[str, float]:
+        """Counters, rates since the last call, and the last finished episode, for logging."""
+        now = time.perf_counter()
+        t0, steps0, batches0 = self._rate_mark
+        dt = max(now - t0, 1e-9)
+        self._rate_mark = (now, self.agent_steps, self.batches)
+        metrics = {
+            "train/epsilon": self.epsilon,
+            "rollout/cycles": self.cycles,
+            "rollout/episodes": self.episodes,
+            "rollout/buffer_size": len(self.buffer),
+            "perf/agent_steps_per_s": (self.agent_steps - steps0) / dt,
+            "perf/updates_per_s": (self.batches - batches0) / dt,
+        }
+        for k, v in self.last_episode.items():
+            if k != "episode":
+                metrics[f"rollout/{k}"] = v
+        return metrics
+
+    # -- persistence (resume) -------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "cycles": self.cycles,
+            "episodes": self.episodes,
+            "agent_steps": self.agent_steps,
+            "rng": self.rng.bit_generator.state,
+            "last_episode": self.last_episode,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cycles, self.episodes = state["cycles"], state["episodes"]
+        self.agent_steps = state["agent_steps"]
+        self.rng.bit_generator.state = state["rng"]
+        self.last_episode = state["last_episode"]
+        self.obs = None  # a resumed run starts a fresh episode

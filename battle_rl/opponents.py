@@ -1,0 +1,107 @@
+"""Red-team policies: random, the course's networks, and a per-episode mix of them.
+
+An opponent maps a team's observations (N, 13, 13, 5) and alive mask (N,) to N actions, in
+one batched call. ``new_episode()`` lets a mix choose who plays the next episode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from battle_rl.env import N_ACTIONS
+from battle_rl.networks import greedy_actions, load_course_net
+
+COURSE_FILES = {"pretrained": "red.pt", "final": "red_final.pt"}
+SOURCE = "https://github.com/giangbang/RL-final-project-AIT-3007"
+
+
+class Opponent:
+    name = "opponent"
+
+    def act(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def new_episode(self) -> None:
+        """Called before each episode."""
+
+
+class RandomOpponent(Opponent):
+    name = "random"
+
+    def __init__(self, seed: int | None = None):
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs, alive):
+        return self.rng.integers(0, N_ACTIONS, len(obs))
+
+
+class NetOpponent(Opponent):
+    """Greedy actions of a Q-network (one forward for the whole team)."""
+
+    def __init__(self, net: nn.Module, name: str):
+        self.net, self.name = net.eval(), name
+
+    def act(self, obs, alive):
+        return greedy_actions(self.net, obs, alive)
+
+
+class MixOpponent(Opponent):
+    """Samples one of its opponents per episode, with the given weights."""
+
+    def __init__(self, opponents: list[Opponent], weights: list[float], seed: int | None = None):
+        self.opponents = opponents
+        w = np.asarray(weights, float)
+        self.p = w / w.sum()
+        self.rng = np.random.default_rng(seed)
+        self.current = opponents[0]
+
+    @property
+    def name(self) -> str:
+        return self.current.name
+
+    def new_episode(self):
+        self.current = self.opponents[self.rng.choice(len(self.opponents), p=self.p)]
+        self.current.new_episode()
+
+    def act(self, obs, alive):
+        return self.current.act(obs, alive)
+
+
+def course_file(name: str, opponents_dir: str | Path) -> Path:
+    """Path of a course opponent's file, or a clear error saying where to get it."""
+    path = Path(opponents_dir) / COURSE_FILES[name]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"opponent '{name}' needs {COURSE_FILES[name]} in opponents_dir={opponents_dir}, "
+            f"which is missing: get it from {SOURCE} and set opponents_dir=FOLDER "
+            f"(or use opponent=random)"
+        )
+    return path
+
+
+def check_opponent(name: str, opponents_dir: str | Path) -> None:
+    """Fail early, before any environment exists, if an opponent cannot be built."""
+    if name in COURSE_FILES:
+        course_file(name, opponents_dir)
+    elif name != "random":
+        raise ValueError(f"unknown opponent '{name}' (choose from: random, pretrained, final)")
+
+
+def make_opponent(name: str, opponents_dir: str | Path, seed: int | None = None) -> Opponent:
+    check_opponent(name, opponents_dir)
+    if name == "random":
+        return RandomOpponent(seed)
+    return NetOpponent(load_course_net(course_file(name, opponents_dir)), name)
+
+
+def make_mix(weights: dict[str, float], opponents_dir, seed: int | None = None) -> Opponent:
+    names = [n for n, w in weights.items() if w > 0]
+    if not names:
+        raise ValueError("opponent.weights: at least one weight must be positive")
+    if len(names) == 1:
+        return make_opponent(names[0], opponents_dir, seed)
+    opponents = [make_opponent(n, opponents_dir, seed) for n in names]
+    return MixOpponent(opponents, [weights[n] for n in names], seed)

@@ -1,0 +1,23 @@
+"""Train an agent: `python train.py algo=ddqn env.max_cycles=300` (see conf/ for every option)."""
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from battle_rl.cli import entry_point, guarded
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@guarded
+def main(cfg: DictConfig) -> float:
+    from battle_rl.training import train  # heavy imports after Hydra has parsed the command
+
+    summary = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    print(summary["policy"], flush=True)  # the last line: where the policy is
+    return summary.get("objective", 0.0)
+
+
+if __name__ == "__main__":
+    entry_point(main)()
