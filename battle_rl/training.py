@@ -15,10 +15,8 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from battle_rl.buffer import ReplayBuffer
 from battle_rl.callbacks import EvalCallback
 from battle_rl.config import validate_train
-from battle_rl.data import EpsilonSchedule, RolloutDataset
 from battle_rl.env import BattleEnv
 from battle_rl.evaluation import EVAL_OPPONENTS, evaluate, format_table, write_eval_json
 from battle_rl.loggers import check_writable, close_logger, make_logger
@@ -61,18 +59,8 @@ def build(cfg: DictConfig, run_dir: Path):
         max_grad_norm=hp.max_grad_norm, log_every=cfg.log_every, _recursive_=False,
     )
     env = BattleEnv(cfg.env.map_size, cfg.env.max_cycles, dict(cfg.reward))
-    dataset = RolloutDataset(
-        env=env,
-        opponent=make_mix(dict(cfg.opponent.weights), odir, seed=cfg.seed),
-        learner=module,
-        buffer=ReplayBuffer(hp.buffer_size, env.n_agents, seed=cfg.seed),
-        batch_size=hp.batch_size,
-        epsilon=EpsilonSchedule(**hp.epsilon),
-        updates_per_cycle=hp.updates_per_cycle,
-        warmup=hp.warmup,
-        max_episodes=hp.episodes,
-        seed=cfg.seed,
-    )
+    opponent = make_mix(dict(cfg.opponent.weights), odir, seed=cfg.seed)
+    dataset = module.make_dataset(env, opponent, hp, seed=cfg.seed)
     module.rollout = dataset
     eval_cb = None
     if cfg.eval.every_n_steps > 0:
@@ -124,11 +112,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         net = module.policy_net()
         source = "final"
         if eval_cb is not None and eval_cb.best_state is not None:
-            final_table = eval_cb.run(trainer, module)  # the last weights get their chance too
+            if eval_cb.best_step != trainer.global_step:
+                eval_cb.run(trainer, module)  # the last weights get their chance too
             if eval_cb.best_step != trainer.global_step:
                 net.load_state_dict(eval_cb.best_state)
                 source = f"best evaluation (step {eval_cb.best_step})"
-            del final_table
         policy_path = export_policy(net, run_dir / "policy.pt")
         summary = {
             "steps": trainer.global_step,
@@ -147,6 +135,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             write_eval_json(table, run_dir / "eval.json")
             print(format_table(table), flush=True)
             summary["eval"] = table
+            # the objective a sweep maximises: the worst-case win rate over the opponents
+            summary["objective"] = min(r["win"] / r["episodes"] for r in table.values())
             if logger:
                 logger.log_metrics({f"final/win_rate/{k}": r["win"] / r["episodes"]
                                     for k, r in table.items()}, step=trainer.global_step)

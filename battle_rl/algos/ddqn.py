@@ -14,7 +14,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from battle_rl.buffer import OBS_SCALE
+from battle_rl.buffer import OBS_SCALE, ReplayBuffer
+from battle_rl.data import EpsilonSchedule, RolloutDataset
 from battle_rl.networks import build_q_network, greedy_actions, soft_update
 
 
@@ -56,7 +57,30 @@ class DQN(pl.LightningModule):
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.rollout = None  # the RolloutDataset feeding this module, for logging its counters
 
-    # -- acting ---------------------------------------------------------------------
+    # -- the algorithm interface (see battle_rl.algos) ---------------------------------
+    def make_dataset(self, env, opponent, hparams, seed: int) -> RolloutDataset:
+        """Per-agent transitions of the whole team into one replay buffer."""
+        return RolloutDataset(
+            env=env,
+            opponent=opponent,
+            learner=self,
+            buffer=ReplayBuffer(hparams.buffer_size, env.n_agents, seed=seed),
+            batch_size=hparams.batch_size,
+            epsilon=EpsilonSchedule(**hparams.epsilon),
+            updates_per_cycle=hparams.updates_per_cycle,
+            warmup=hparams.warmup,
+            max_episodes=hparams.episodes,
+            seed=seed,
+        )
+
+    @classmethod
+    def policy_from_checkpoint(cls, ckpt: dict) -> torch.nn.Module:
+        net = build_q_network(ckpt["hyper_parameters"]["network"])
+        prefix = "q_net."
+        net.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items()
+                             if k.startswith(prefix)})
+        return net
+
     def greedy(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
         return greedy_actions(self.q_net, obs, alive)
 

@@ -1,0 +1,179 @@
+"""Unit tests of the pieces: buffer, schedule, targets, soft update, win rule, export, loaders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from battle_rl.algos.ddqn import td_target
+from battle_rl.buffer import ReplayBuffer, quantize
+from battle_rl.data import EpsilonSchedule
+from battle_rl.env import OBS_SHAPE, winner
+from battle_rl.networks import (CourseQNetwork, PolicyLoadError, QNetwork, export_policy,
+                                load_course_net, load_policy, soft_update)
+
+from conftest import needs_opponents
+
+
+def obs_with_id(ids):
+    """Observations whose HP channel encodes an id (in 0.01 steps), to trace rows."""
+    o = np.zeros((len(ids), *OBS_SHAPE), np.float32)
+    o[:, 0, 0, 2] = np.asarray(ids) / 100.0
+    return o
+
+
+def ids_of(obs_u8):
+    return obs_u8[:, 0, 0, 2].astype(int)
+
+
+class TestReplayBuffer:
+    def test_next_observation_is_the_agents_next_row(self):
+        buf = ReplayBuffer(capacity=200, n_agents=3, seed=0)
+        alive = np.array([True, True, True])
+        buf.start_episode(obs_with_id([1, 2, 3]), alive)
+        died = np.array([False, True, False])
+        buf.add(np.array([4, 5, 6]), np.array([0.5, -1.0, 2.0], np.float32),
+                obs_with_id([11, 0, 13]), died, alive & ~died)
+        assert len(buf) == 3
+        b = buf.sample(64)
+        by_id = {i: (a, r, n, d) for i, a, r, n, d in
+                 zip(ids_of(b["obs"]), b["action"], b["reward"], ids_of(b["next_obs"]), b["done"])}
+        assert by_id[1] == (4, 0.5, 11, False)
+        assert by_id[3] == (6, 2.0, 13, False)
+        assert by_id[2][0] == 5 and by_id[2][1] == -1.0 and by_id[2][3]  # died: terminal
+        # the dead slot no longer acts: next cycle adds transitions for slots 0 and 2 only
+        buf.add(np.array([1, 9, 2]), np.zeros(3, np.float32), obs_with_id([21, 0, 23]),
+                np.zeros(3, bool), np.array([True, False, True]))
+        assert len(buf) == 5
+        assert buf.size == 3 + 2 + 2  # every observation stored once
+
+    def test_wrap_around_keeps_fifo_and_consistent_pairs(self):
+        n = 4
+        buf = ReplayBuffer(capacity=2 * n + 3, n_agents=n, seed=1)  # tiny: wraps every 2 cycles
+        alive = np.ones(n, bool)
+        buf.start_episode(obs_with_id([10, 11, 12, 13]), alive)
+        for t in range(1, 30):
+            ids = np.array([10 * (t + 1) % 250 + i for i in range(n)]) % 250
+            buf.add(np.full(n, t % 21), np.full(n, float(t), np.float32), obs_with_id(ids),
+                    np.zeros(n, bool), alive)
+        assert buf.size == buf.capacity
+        b = buf.sample(500)
+        # every sampled transition pairs an observation with the one written a cycle later
+        cur, nxt, rew = ids_of(b["obs"]), ids_of(b["next_obs"]), b["reward"]
+        assert np.all((nxt - cur) % 250 == 10)
+        # and only recent cycles survive (FIFO): rewards are the last cycles' numbers
+        assert rew.min() >= 29 - 2 and rew.max() == 29
+        assert not b["done"].any()
+
+    def test_final_rows_of_truncated_episode_are_never_sampled(self):
+        buf = ReplayBuffer(capacity=100, n_agents=2, seed=0)
+        alive = np.ones(2, bool)
+        buf.start_episode(obs_with_id([1, 2]), alive)
+        buf.add(np.array([3, 4]), np.zeros(2, np.float32), obs_with_id([5, 6]),
+                np.zeros(2, bool), alive)  # time limit: not a death, bootstraps from row 5/6
+        buf.start_episode(obs_with_id([7, 8]), alive)
+        b = buf.sample(200)
+        assert set(ids_of(b["obs"])) == {1, 2}
+        assert set(ids_of(b["next_obs"])) == {5, 6}
+        assert not b["done"].any()
+
+    def test_compact_and_quantisation_exact_for_hp_steps(self):
+        buf = ReplayBuffer(capacity=1000, n_agents=81)
+        assert buf.bytes_per_row <= 1024
+        hp = np.round(np.arange(0, 101) / 100.0, 2).astype(np.float32)
+        assert np.allclose(quantize(hp) / 100.0, hp, atol=1e-6)
+
+    def test_capacity_too_small_is_refused(self):
+        with pytest.raises(ValueError, match="at least"):
+            ReplayBuffer(capacity=100, n_agents=81)
+
+
+def test_epsilon_schedule_linear_then_flat():
+    s = EpsilonSchedule(start=1.0, end=0.1, decay=50)
+    assert s(0) == 1.0
+    assert s(25) == pytest.approx(0.55)
+    assert s(50) == pytest.approx(0.1)
+    assert s(500) == pytest.approx(0.1)
+
+
+def test_td_targets_hand_computed():
+    reward = torch.tensor([1.0, 0.5])
+    done = torch.tensor([False, True])
+    next_q_target = torch.tensor([[1.0, 3.0, 2.0], [4.0, 0.0, 0.0]])
+    next_q_online = torch.tensor([[0.0, 0.0, 9.0], [0.0, 0.0, 0.0]])
+    gamma = 0.9
+    # plain (report): 1 + 0.9 * max(1, 3, 2) = 3.7 ; terminal: 0.5
+    assert torch.allclose(td_target(reward, done, next_q_target, None, gamma),
+                          torch.tensor([3.7, 0.5]))
+    # double: online argmax is action 2, valued by the target net at 2.0 -> 1 + 1.8 = 2.8
+    assert torch.allclose(td_target(reward, done, next_q_target, next_q_online, gamma),
+                          torch.tensor([2.8, 0.5]))
+
+
+def test_soft_update_moves_by_tau():
+    online, target = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = [p.clone() for p in target.parameters()]
+    soft_update(target, online, 0.25)
+    for b, t, o in zip(before, target.parameters(), online.parameters()):
+        assert torch.allclose(t, 0.25 * o + 0.75 * b)
+    soft_update(target, online, 1.0)
+    for t, o in zip(target.parameters(), online.parameters()):
+        assert torch.allclose(t, o)
+
+
+@pytest.mark.parametrize("blue,red,verdict", [(10, 5, "blue"), (9, 5, "draw"), (5, 10, "red"),
+                                              (0, 0, "draw"), (81, 76, "blue"), (3, 7, "draw")])
+def test_win_rule(blue, red, verdict):
+    assert winner(blue, red) == verdict
+
+
+def test_seed_network_shape():
+    net = QNetwork()
+    assert net(torch.zeros(7, 5, 13, 13)).shape == (7, 21)
+    # two 3x3 convs of 5 channels, 405 -> 120 -> 21
+    assert [type(m).__name__ for m in net.cnn] == ["Conv2d", "ReLU", "Conv2d", "ReLU"]
+    assert net.head[0].in_features == 405 and net.head[0].out_features == 120
+    assert net.head[-1].out_features == 21
+
+
+def test_torchscript_export_equals_module(tmp_path):
+    torch.manual_seed(0)
+    net = QNetwork()
+    path = export_policy(net, tmp_path / "policy.pt")
+    loaded = torch.jit.load(str(path))
+    x = torch.rand(33, 5, 13, 13)
+    assert torch.equal(loaded(x), net(x))
+    assert isinstance(load_policy(path), torch.jit.ScriptModule)
+
+
+@pytest.mark.parametrize("final", [False, True])
+def test_course_formats_round_trip(tmp_path, final):
+    net = CourseQNetwork(final=final)
+    path = tmp_path / "red.pt"
+    torch.save(net.state_dict(), path)
+    loaded = load_course_net(path)
+    x = torch.rand(4, 5, 13, 13)
+    assert torch.equal(loaded(x), net(x))
+    assert isinstance(loaded.last_layer, torch.nn.Linear) == final
+
+
+@needs_opponents
+@pytest.mark.parametrize("name,final", [("red.pt", False), ("red_final.pt", True)])
+def test_course_files_load(opponents_dir, name, final):
+    net = load_course_net(opponents_dir / name)
+    assert isinstance(net.last_layer, torch.nn.Linear) == final
+    assert net(torch.zeros(2, 5, 13, 13)).shape == (2, 21)
+
+
+def test_load_policy_errors_are_plain(tmp_path):
+    with pytest.raises(PolicyLoadError, match="not found"):
+        load_policy(tmp_path / "missing.pt")
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(PolicyLoadError, match="not a readable PyTorch file"):
+        load_policy(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"foo.weight": torch.zeros(2)}, other)
+    with pytest.raises(PolicyLoadError, match="neither"):
+        load_policy(other)

@@ -1,0 +1,93 @@
+"""The game layer and the batched evaluator against the real game."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from battle_rl.env import BattleEnv, winner
+from battle_rl.evaluation import Evaluator, summarize
+from battle_rl.networks import QNetwork
+from battle_rl.opponents import RandomOpponent, make_mix
+
+from conftest import needs_opponents
+
+
+def test_team_arrays_and_alive_mask():
+    env = BattleEnv(max_cycles=30)
+    obs = env.reset(seed=3)
+    assert obs["blue"].shape == (81, 13, 13, 5) and obs["red"].dtype == np.float32
+    assert env.alive["blue"].all() and env.alive["red"].all()
+    assert env.state().shape == (45, 45, 5)
+    rng = np.random.default_rng(0)
+    # red attacks a lot (actions 13..20), so agents die; check the bookkeeping
+    total_died = {"red": 0, "blue": 0}
+    for _ in range(30):
+        step = env.step({"red": rng.integers(13, 21, 81), "blue": rng.integers(0, 21, 81)})
+        for t in ("red", "blue"):
+            total_died[t] += int(step.died[t].sum())
+            assert (step.obs[t][~step.alive[t]] == 0).all()
+            assert not (step.died[t] & step.alive[t]).any()
+        if step.done:
+            break
+    assert step.done and step.truncated and env.cycle == 30
+    for t in ("red", "blue"):
+        assert (~env.alive[t]).sum() == total_died[t]
+
+
+def test_kills_follow_course_rule_and_dead_slots_ignored():
+    env = BattleEnv(max_cycles=300)
+    env.reset(seed=0)
+    rng = np.random.default_rng(1)
+    kills = {"red": 0, "blue": 0}
+    while True:
+        step = env.step({"red": rng.integers(0, 21, 81), "blue": rng.integers(0, 21, 81)})
+        for t in kills:
+            kills[t] += step.kills[t]
+            assert step.kills[t] == int((step.reward[t] > 4.5).sum())
+        if step.done:
+            break
+    assert env.cycle == 300 or not step.alive["red"].any() or not step.alive["blue"].any()
+
+
+def test_same_seed_replays_same_episode():
+    ev = Evaluator(max_cycles=40, n_envs=2)
+    torch.manual_seed(0)
+    net = QNetwork().eval()
+    a = ev.play(net, RandomOpponent(seed=5), episodes=3, seed=7)
+    b = ev.play(net, RandomOpponent(seed=5), episodes=3, seed=7)
+    assert [r.blue_reward for r in a] == [r.blue_reward for r in b]
+    assert [r.seed for r in a] == [7, 8, 9]
+
+
+def test_lockstep_games_equal_one_at_a_time():
+    torch.manual_seed(0)
+    net = QNetwork().eval()
+    red = QNetwork().eval()
+    from battle_rl.opponents import NetOpponent
+
+    many = Evaluator(max_cycles=50, n_envs=4).play(net, NetOpponent(red, "r"), 4, seed=11)
+    one = Evaluator(max_cycles=50, n_envs=1).play(net, NetOpponent(red, "r"), 4, seed=11)
+    assert [(r.blue_kills, r.red_kills, round(r.blue_reward, 5)) for r in many] == \
+           [(r.blue_kills, r.red_kills, round(r.blue_reward, 5)) for r in one]
+
+
+def test_summary_counts_verdicts():
+    from battle_rl.evaluation import EpisodeResult
+
+    rs = [EpisodeResult(0, 1.0, 0.0, 10, 2, 300), EpisodeResult(1, 0.0, 1.0, 2, 10, 300),
+          EpisodeResult(2, 0.5, 0.5, 4, 2, 300)]
+    s = summarize(rs)
+    assert (s["win"], s["draw"], s["lose"]) == (1, 1, 1)
+    assert s["blue_kills"] == np.mean([10, 2, 4])
+    assert [r.winner for r in rs] == [winner(10, 2), winner(2, 10), winner(4, 2)]
+
+
+@needs_opponents
+def test_mix_samples_every_opponent(opponents_dir):
+    mix = make_mix({"random": 1, "pretrained": 1, "final": 1}, opponents_dir, seed=0)
+    seen = set()
+    for _ in range(30):
+        mix.new_episode()
+        seen.add(mix.name)
+    assert seen == {"random", "pretrained", "final"}
