@@ -19,4 +19,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    entry_point(main)()
+    from battle_rl.config import validate_eval
+
+    entry_point(main, "evaluate", validate_eval)()

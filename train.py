@@ -1,5 +1,6 @@
 """Train an agent: `python train.py algo=ddqn env.max_cycles=300` (see conf/ for every option)."""
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -16,8 +17,13 @@ def main(cfg: DictConfig) -> float:
 
     summary = train(cfg, Path(HydraConfig.get().runtime.output_dir))
     print(summary["policy"], flush=True)  # the last line: where the policy is
-    return summary.get("objective", 0.0)
+    if summary["interrupted"]:
+        sys.exit(130)  # stopped by Ctrl-C / SIGTERM after saving
+    return summary["objective"]
 
 
 if __name__ == "__main__":
-    entry_point(main)()
+    from battle_rl.config import validate_train
+    from battle_rl.resume import resume_argv
+
+    entry_point(main, "config", validate_train, rewrite_argv=resume_argv)()

@@ -103,18 +103,23 @@ class ReplayBuffer:
             "done": self.done[idx],
         }
 
-    # -- persistence (resume) ------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {
-            k: getattr(self, k)
-            for k in ("obs", "action", "reward", "done", "next", "ready", "current")
-        } | {"ptr": self.ptr, "size": self.size, "rng": self.rng.bit_generator.state}
+    # -- persistence (resume): the used rows only, plain arrays (np.savez-able) ---------
+    ARRAYS = ("obs", "action", "reward", "done", "next", "ready")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        n = self.size
+        state = {k: getattr(self, k)[:n] for k in self.ARRAYS}
+        state.update(current=self.current, ptr=np.int64(self.ptr), size=np.int64(n),
+                     capacity=np.int64(self.capacity))
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        if len(state["obs"]) != self.capacity:
-            raise ValueError(f"saved buffer has capacity {len(state['obs'])}, "
-                             f"this run's is {self.capacity}")
-        for k in ("obs", "action", "reward", "done", "next", "ready", "current"):
-            getattr(self, k)[...] = state[k]
-        self.ptr, self.size = int(state["ptr"]), int(state["size"])
-        self.rng.bit_generator.state = state["rng"]
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(f"the saved replay buffer has capacity {int(state['capacity'])}, "
+                             f"this run's hparams.buffer_size is {self.capacity}")
+        n = int(state["size"])
+        for k in self.ARRAYS:
+            getattr(self, k)[:n] = state[k]
+            getattr(self, k)[n:] = 0
+        self.current[:] = state["current"]
+        self.ptr, self.size = int(state["ptr"]), n

@@ -81,3 +81,48 @@ class EvalCallback(pl.Callback):
             if self.streak >= self.patience:
                 trainer.should_stop = True
         return table
+
+
+class ReplayCheckpoint(pl.Callback):
+    """Saves the replay buffer beside every checkpoint (``checkpoints/replay.npz``)."""
+
+    def __init__(self, buffer, ckpt_dir: str | Path):
+        self.buffer, self.ckpt_dir = buffer, Path(ckpt_dir)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        from battle_rl.resume import save_replay
+
+        save_replay(self.buffer, self.ckpt_dir, step=trainer.global_step)
+
+
+class GracefulStop(pl.Callback):
+    """Ctrl-C (SIGINT) or SIGTERM asks training to stop after the current step, so the run
+    saves its checkpoint and exports its policy; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def on_train_start(self, trainer, pl_module):
+        import signal
+
+        def handler(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            trainer.should_stop = True
+            print("\nstopping after this step (saving checkpoint and policy); "
+                  "press Ctrl-C again to abort", flush=True)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, handler)
+
+    def on_train_end(self, trainer, pl_module):
+        import signal
+
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+        self._previous.clear()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.on_train_end(trainer, pl_module)

@@ -5,21 +5,29 @@ from __future__ import annotations
 import functools
 import sys
 
-from battle_rl.config import ConfigError, check_group_choices, debug_enabled, fail
-from battle_rl.networks import PolicyLoadError
+from battle_rl.config import debug_enabled, fail, precheck
+from battle_rl.errors import ConfigError, PolicyLoadError
 
-USER_ERRORS = (ConfigError, PolicyLoadError, FileNotFoundError)
+USER_ERRORS = (ConfigError, PolicyLoadError, FileNotFoundError, FloatingPointError)
 
 
-def entry_point(hydra_main):
-    """Wrap a ``@hydra.main`` function: check group options first, turn user errors into one
-    line on stderr with exit status 2 (``debug=true`` or BATTLE_RL_DEBUG=1 re-raises)."""
+def entry_point(hydra_main, config_name: str, validator, rewrite_argv=None):
+    """Run a ``@hydra.main`` function after checking the command line.
+
+    ``rewrite_argv`` may rewrite the overrides first (``resume=`` replays a run's command);
+    then the configuration is composed and validated (``precheck``): a bad command ends with
+    one line on stderr and exit status 2, before Hydra creates any folder.
+    """
 
     @functools.wraps(hydra_main)
     def run():
         try:
-            check_group_choices(sys.argv[1:])
-        except ConfigError as e:
+            if rewrite_argv is not None:
+                sys.argv[1:] = rewrite_argv(sys.argv[1:])
+            precheck(config_name, sys.argv[1:], validator)
+        except USER_ERRORS as e:
+            if debug_enabled():
+                raise
             fail(str(e))
         return hydra_main()
 

@@ -15,8 +15,7 @@ from omegaconf import DictConfig
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-class ConfigError(ValueError):
-    """A bad configuration value; its message is the one line shown to the user."""
+from battle_rl.errors import ConfigError  # noqa: F401 (re-exported)
 
 
 def _get(cfg: DictConfig, key: str):
@@ -33,8 +32,8 @@ def _check(cfg, key, ok, allowed):
     if value is None:
         return
     try:
-        good = ok(value)
-    except TypeError:
+        good = bool(ok(value))
+    except (TypeError, ValueError):
         good = False
     if not good:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
@@ -70,11 +69,48 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "eval.final_episodes", lambda x: int(x) == x and x >= 0, "an integer >= 0")
     _check(cfg, "eval.stop_win_rate", lambda x: 0.0 < float(x) <= 1.0, "in (0, 1] or null")
     _check(cfg, "threads", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, "trainer.log_every_n_steps", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, "checkpoint_every", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, "trainer.max_steps", lambda x: int(x) == x and x >= -1,
+           "an integer >= 1 (or -1: no limit)")
+    _check(cfg, "trainer.max_time", _is_duration, "a duration DD:HH:MM:SS, e.g. 00:00:05:00")
+    if _get(cfg, "eval.opponents") is not None:
+        for name in cfg.eval.opponents:
+            if name not in ("random", "pretrained", "final"):
+                raise ConfigError(f"eval.opponents: unknown opponent {name!r} "
+                                  f"(choose from: random, pretrained, final)")
     for name, w in (_get(cfg, "opponent.weights") or {}).items():
         if name not in ("random", "pretrained", "final"):
             raise ConfigError(f"opponent.weights.{name}: unknown opponent "
                               f"(choose from: random, pretrained, final)")
         _check(cfg, f"opponent.weights.{name}", lambda x: float(x) >= 0, "a weight >= 0")
+
+
+def _is_duration(x) -> bool:
+    parts = str(x).split(":")
+    return len(parts) == 4 and all(p.isdigit() for p in parts) and any(int(p) for p in parts)
+
+
+def validate_eval(cfg: DictConfig) -> None:
+    """Ranges of the evaluation configuration (evaluate.py)."""
+    from omegaconf import OmegaConf
+
+    validate_env(cfg)
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise ConfigError("checkpoint=PATH is required: a policy.pt, a .ckpt or a run directory")
+    if not Path(os.path.abspath(str(cfg.checkpoint))).exists():
+        raise ConfigError(f"checkpoint not found: {cfg.checkpoint}")
+    _check(cfg, "episodes", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, "max_cycles", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, "n_envs", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, "threads", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    if not cfg.opponents:
+        raise ConfigError("opponents=[] is not allowed: name at least one of "
+                          "random, pretrained, final")
+    for name in cfg.opponents:
+        if name not in ("random", "pretrained", "final"):
+            raise ConfigError(f"opponents: unknown opponent {name!r} "
+                              f"(choose from: random, pretrained, final)")
 
 
 def validate_env(cfg: DictConfig) -> None:
@@ -84,25 +120,88 @@ def validate_env(cfg: DictConfig) -> None:
     _check(cfg, "seed", lambda x: int(x) == x and x >= 0, "an integer >= 0")
 
 
-def check_group_choices(argv: list[str]) -> None:
-    """Unknown options of a config group (``algo=nope``), reported in one line.
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
-    Hydra would print a multi-line search-path dump; this checks ``group=option`` overrides
-    (comma lists too) against the files in ``conf/`` before Hydra starts.
-    """
+
+def check_group_choices(overrides: list[str]) -> None:
+    """Unknown options of a config group (``algo=nope``), comma sweeps included."""
     groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
-    for arg in argv:
-        if "=" not in arg or arg.startswith(("-", "hydra.", "+hydra")):
+    for arg in overrides:
+        if "=" not in arg:
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
         if key not in groups or any(ch in value for ch in "()[]{}*$"):
             continue
-        options = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
+        options = group_options(key)
         for choice in value.split(","):
             if choice and choice != "null" and choice not in options:
                 raise ConfigError(f"{key}={choice!r} is not an option of '{key}' "
                                   f"(choose from: {', '.join(options)})")
+
+
+def compose_overrides(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose the configuration as Hydra will, turning its errors into one line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from hydra.errors import OverrideParseException
+
+    check_group_choices(overrides)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name, overrides=overrides)
+    except OverrideParseException as e:
+        raise ConfigError(f"cannot parse the override: {str(e).splitlines()[0]}") from None
+    except MissingConfigException as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    except ConfigCompositionException as e:
+        msg = str(e)
+        if msg.startswith("Could not override"):
+            key = msg.split("'")[1]
+            raise ConfigError(f"{key}: no such key (check the spelling; `+{key}=...` adds a "
+                              f"new key)") from None
+        raise ConfigError(msg.splitlines()[0]) from None
+
+
+def check_creatable(key: str, path: str) -> None:
+    """Can the output folder be created and written? (Leaves nothing behind.)"""
+    if "${" in path:
+        return  # interpolated (e.g. ${now:...}): Hydra resolves it later
+    target = Path(os.path.abspath(path))
+    created = []
+    try:
+        for d in [*reversed(target.parents), target]:
+            if not d.exists():
+                d.mkdir()
+                created.append(d)
+        probe = target / ".battle-rl-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{key}={path} is not writable: {e.strerror}") from None
+    finally:
+        for d in reversed(created):
+            d.rmdir()
+
+
+def precheck(config_name: str, argv: list[str], validator) -> None:
+    """Everything that can be checked before Hydra starts (and creates any folder).
+
+    Single runs are composed and validated in full; in a multirun the group options are
+    checked and each job validates its own values.
+    """
+    for arg in argv:
+        if arg.startswith(("hydra.run.dir=", "hydra.sweep.dir=")):
+            check_creatable(*arg.split("=", 1))
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra.")
+                 and not a.startswith("+hydra")]
+    if multirun:
+        check_group_choices(overrides)
+        return
+    cfg = compose_overrides(config_name, overrides)
+    validator(cfg)
 
 
 def fail(message: str, code: int = 2):

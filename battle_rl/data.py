@@ -120,11 +120,15 @@ class RolloutDataset(IterableDataset):
             "red_reward": ep["reward"]["red"] / n,
             "blue_kills": ep["kills"]["blue"],
             "red_kills": ep["kills"]["red"],
-            "cycles": self.env.cycle,
+            "episode_cycles": self.env.cycle,
         }
         self.obs = None
 
     # -- the stream -----------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self._finished()
+
     def _finished(self) -> bool:
         return self.max_episodes is not None and self.episodes >= self.max_episodes
 
@@ -167,17 +171,23 @@ class RolloutDataset(IterableDataset):
 
     # -- persistence (resume) -------------------------------------------------------
     def state_dict(self) -> dict:
+        """Counters and random states (the buffer's rows are saved beside the checkpoint)."""
         return {
             "cycles": self.cycles,
             "episodes": self.episodes,
             "agent_steps": self.agent_steps,
+            "batches": self.batches,
             "rng": self.rng.bit_generator.state,
+            "buffer_rng": self.buffer.rng.bit_generator.state,
+            "opponent": self.opponent.state_dict(),
             "last_episode": self.last_episode,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.cycles, self.episodes = state["cycles"], state["episodes"]
-        self.agent_steps = state["agent_steps"]
+        self.agent_steps, self.batches = state["agent_steps"], state["batches"]
         self.rng.bit_generator.state = state["rng"]
+        self.buffer.rng.bit_generator.state = state["buffer_rng"]
+        self.opponent.load_state_dict(state["opponent"])
         self.last_episode = state["last_episode"]
-        self.obs = None  # a resumed run starts a fresh episode
+        self.obs = None  # the game itself cannot be saved: a resumed run starts a new episode

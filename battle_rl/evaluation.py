@@ -162,16 +162,11 @@ def run_evaluation(cfg, run_dir: Path) -> dict:
     import torch
     from hydra.utils import to_absolute_path
 
-    from battle_rl.config import ConfigError, validate_env
+    from battle_rl.config import validate_eval
     from battle_rl.networks import load_policy
     from battle_rl.opponents import check_opponent, make_opponent
 
-    validate_env(cfg)
-    if not cfg.opponents:
-        raise ConfigError("opponents=[] is not allowed: name at least one of "
-                          + ", ".join(EVAL_OPPONENTS))
-    if int(cfg.episodes) < 1:
-        raise ConfigError(f"episodes={cfg.episodes} is not allowed: an integer >= 1")
+    validate_eval(cfg)
     odir = Path(to_absolute_path(str(cfg.opponents_dir)))
     for name in cfg.opponents:
         check_opponent(name, odir)

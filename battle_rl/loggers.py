@@ -33,15 +33,16 @@ def check_writable(run_dir: Path) -> None:
         raise ConfigError(f"hydra.run.dir={run_dir} is not writable: {e.strerror}") from None
 
 
-def make_logger(cfg: DictConfig, run_dir: Path, run_name: str):
-    """The Lightning logger chosen by ``cfg.logger.name`` (wandb, csv or none)."""
+def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = False):
+    """The Lightning logger chosen by ``cfg.logger.name`` (wandb, csv or none).
+
+    A W&B run records its id in ``<run dir>/wandb_run_id``; a resumed run continues it.
+    """
     lc = cfg.logger
     if lc.name == "none":
         return False
     if lc.name == "csv":
-        from pytorch_lightning.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        return _csv_logger(run_dir, append=resuming)
     if lc.name != "wandb":
         raise ConfigError(f"logger.name={lc.name!r} is not allowed: one of wandb, csv, none")
     if lc.mode not in ("offline", "online", "disabled"):
@@ -53,8 +54,12 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str):
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
-    return WandbLogger(
+    id_file = run_dir / "wandb_run_id"
+    run_id = id_file.read_text().strip() if resuming and id_file.is_file() else None
+    logger = WandbLogger(
         project=lc.project,
+        id=run_id,
+        resume="allow" if run_id else None,
         entity=lc.get("entity"),
         group=lc.get("group"),
         tags=list(lc.get("tags") or []),
@@ -64,6 +69,34 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str):
         config=OmegaConf.to_container(cfg, resolve=True),
         settings=wandb.Settings(init_timeout=float(lc.get("init_timeout", 90))),
     )
+    id_file.write_text(logger.experiment.id)  # starts the run now: problems show at once
+    return logger
+
+
+def _csv_logger(run_dir: Path, append: bool):
+    """Lightning's CSVLogger (``<run dir>/csv/metrics.csv``); a resumed run appends to the file
+    instead of deleting it."""
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+    class AppendingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self):
+            if self._fs.isfile(self.metrics_file_path):
+                with open(self.metrics_file_path, newline="") as f:
+                    self.metrics_keys = next(csv.reader(f), [])
+
+    class ResumedCSVLogger(CSVLogger):
+        @property
+        def experiment(self):
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = AppendingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    cls = ResumedCSVLogger if append else CSVLogger
+    return cls(save_dir=str(run_dir), name="csv", version="")
 
 
 def close_logger(logger) -> None:

@@ -21,8 +21,7 @@ from battle_rl.env import N_ACTIONS, OBS_SHAPE
 IN_CHANNELS, VIEW = OBS_SHAPE[2], OBS_SHAPE[0]
 
 
-class PolicyLoadError(ValueError):
-    """A checkpoint or policy file that cannot be used, with the reason in plain words."""
+from battle_rl.errors import PolicyLoadError  # noqa: E402,F401 (re-exported)
 
 
 class QNetwork(nn.Module):

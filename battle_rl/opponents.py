@@ -27,6 +27,13 @@ class Opponent:
     def new_episode(self) -> None:
         """Called before each episode."""
 
+    def state_dict(self) -> dict:
+        """Random state, saved with checkpoints so a resumed run draws the same numbers."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 class RandomOpponent(Opponent):
     name = "random"
@@ -36,6 +43,12 @@ class RandomOpponent(Opponent):
 
     def act(self, obs, alive):
         return self.rng.integers(0, N_ACTIONS, len(obs))
+
+    def state_dict(self):
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state):
+        self.rng.bit_generator.state = state["rng"]
 
 
 class NetOpponent(Opponent):
@@ -68,6 +81,15 @@ class MixOpponent(Opponent):
 
     def act(self, obs, alive):
         return self.current.act(obs, alive)
+
+    def state_dict(self):
+        return {"rng": self.rng.bit_generator.state,
+                "opponents": [o.state_dict() for o in self.opponents]}
+
+    def load_state_dict(self, state):
+        self.rng.bit_generator.state = state["rng"]
+        for o, st in zip(self.opponents, state["opponents"]):
+            o.load_state_dict(st)
 
 
 def course_file(name: str, opponents_dir: str | Path) -> Path:

@@ -1,7 +1,7 @@
 """The training task behind ``train.py``: config -> env + learner -> dataset -> Trainer -> policy.
 
-Order matters: every check (config ranges, opponent files, logger, output folder) runs before
-the first environment is built, so a bad command costs seconds.
+Order matters: every check (config ranges, opponent files, logger, output folder, resume
+checkpoint) runs before the first environment is built, so a bad command costs seconds.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from battle_rl.callbacks import EvalCallback
+from battle_rl.callbacks import EvalCallback, GracefulStop, ReplayCheckpoint
 from battle_rl.config import validate_train
 from battle_rl.env import BattleEnv
-from battle_rl.evaluation import EVAL_OPPONENTS, evaluate, format_table, write_eval_json
+from battle_rl.evaluation import evaluate, format_table, write_eval_json
 from battle_rl.loggers import check_writable, close_logger, make_logger
 from battle_rl.networks import export_policy
 from battle_rl.opponents import check_opponent, make_mix, make_opponent
+from battle_rl.resume import check_compatible, find_checkpoint, load_replay
 
 
 def opponents_dir(cfg: DictConfig) -> Path:
@@ -37,8 +38,8 @@ def configure_threads(threads: int) -> None:
         pass  # already set in this process
 
 
-def preflight(cfg: DictConfig, run_dir: Path) -> None:
-    """All checks that need no environment: config ranges, opponent files, output folder."""
+def preflight(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """All checks that need no environment; returns the checkpoint to resume from, if any."""
     validate_train(cfg)
     odir = opponents_dir(cfg)
     for name, weight in cfg.opponent.weights.items():
@@ -48,6 +49,7 @@ def preflight(cfg: DictConfig, run_dir: Path) -> None:
         for name in cfg.eval.opponents:
             check_opponent(name, odir)
     check_writable(run_dir)
+    return find_checkpoint(to_absolute_path(str(cfg.resume))) if cfg.get("resume") else None
 
 
 def build(cfg: DictConfig, run_dir: Path):
@@ -56,7 +58,7 @@ def build(cfg: DictConfig, run_dir: Path):
     odir = opponents_dir(cfg)
     module = instantiate(
         cfg.algo, gamma=hp.gamma, lr=hp.lr, tau=hp.tau, weight_decay=hp.weight_decay,
-        max_grad_norm=hp.max_grad_norm, log_every=cfg.log_every, _recursive_=False,
+        max_grad_norm=hp.max_grad_norm, _recursive_=False,
     )
     env = BattleEnv(cfg.env.map_size, cfg.env.max_cycles, dict(cfg.reward))
     opponent = make_mix(dict(cfg.opponent.weights), odir, seed=cfg.seed)
@@ -88,30 +90,42 @@ def run_name(cfg: DictConfig) -> str:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train, export ``policy.pt``, run the final evaluation; returns a summary dict."""
-    preflight(cfg, run_dir)
+    resume_from = preflight(cfg, run_dir)
     configure_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    logger = make_logger(cfg, run_dir, run_name(cfg))
+    logger = make_logger(cfg, run_dir, run_name(cfg), resuming=resume_from is not None)
     try:
         module, dataset, eval_cb = build(cfg, run_dir)
         ckpt_dir = run_dir / "checkpoints"
+        if resume_from is not None:
+            step = check_compatible(resume_from, module)
+            if cfg.checkpoint_buffer and not load_replay(dataset.buffer, resume_from.parent, step):
+                print(f"note: no {resume_from.parent / 'replay.npz'}: resuming with an empty "
+                      f"replay buffer", flush=True)
+        stop = GracefulStop()
         callbacks: list[pl.Callback] = [
             pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}",
                                          every_n_train_steps=cfg.checkpoint_every,
                                          save_top_k=0, save_last=True),
+            stop,
         ]
+        if cfg.checkpoint_buffer:
+            callbacks.append(ReplayCheckpoint(dataset.buffer, ckpt_dir))
         if eval_cb is not None:
             callbacks.append(eval_cb)
         trainer = pl.Trainer(**cfg.trainer, logger=logger, callbacks=callbacks,
                              default_root_dir=str(run_dir))
         loader = DataLoader(dataset, batch_size=None, num_workers=0)
         t0 = time.perf_counter()
-        trainer.fit(module, train_dataloaders=loader)
+        trainer.fit(module, train_dataloaders=loader,
+                    ckpt_path=str(resume_from) if resume_from else None,
+                    weights_only=False)  # our own checkpoints hold numpy RNG states
         wall = time.perf_counter() - t0
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the state at the very end
 
         net = module.policy_net()
         source = "final"
-        if eval_cb is not None and eval_cb.best_state is not None:
+        if eval_cb is not None and eval_cb.best_state is not None and not stop.requested:
             if eval_cb.best_step != trainer.global_step:
                 eval_cb.run(trainer, module)  # the last weights get their chance too
             if eval_cb.best_step != trainer.global_step:
@@ -125,8 +139,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             "wall_seconds": wall,
             "train_seconds": eval_cb.train_seconds() if eval_cb else wall,
             "policy_source": source,
+            "interrupted": stop.requested,
+            "objective": eval_cb.best_score[0] if eval_cb and eval_cb.best_score else 0.0,
         }
-        if cfg.eval.final_episodes > 0:
+        if cfg.eval.final_episodes > 0 and not stop.requested:
             odir = opponents_dir(cfg)
             table = evaluate(
                 net.eval(), {n: make_opponent(n, odir, seed=cfg.seed) for n in cfg.eval.opponents},

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from battle_rl.buffer import OBS_SCALE, ReplayBuffer
 from battle_rl.data import EpsilonSchedule, RolloutDataset
 from battle_rl.networks import build_q_network, greedy_actions, soft_update
+from battle_rl.resume import rng_state, set_rng_state
 
 
 def td_target(
@@ -49,7 +50,6 @@ class DQN(pl.LightningModule):
         tau: float = 0.005,
         weight_decay: float = 0.01,
         max_grad_norm: float = 10.0,
-        log_every: int = 50,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -103,14 +103,19 @@ class DQN(pl.LightningModule):
                 batch["reward"], batch["done"], self.target_net(next_obs), next_online, hp.gamma
             )
         loss = F.smooth_l1_loss(q, target)
-        if not torch.isfinite(loss):
+        if not bool(torch.isfinite(loss) & torch.isfinite(q).all()):
             raise FloatingPointError(
-                f"non-finite TD loss ({loss.item()}) at step {self.global_step}: lower the "
-                f"learning rate or check the reward settings; the last checkpoint is kept"
+                f"non-finite TD loss or Q value (loss={loss.item()}) at step {self.global_step}: "
+                f"training stopped, the last good checkpoint is kept; lower hparams.lr or "
+                f"check the reward settings"
             )
-        if self.global_step % hp.log_every == 0:
+        if self.trainer is not None and self._logs_this_step():
             self._log_step(loss, q)
         return loss
+
+    def _logs_this_step(self) -> bool:
+        """Build metrics only on the steps Lightning writes (every trainer.log_every_n_steps)."""
+        return (self.global_step + 1) % self.trainer.log_every_n_steps == 0
 
     def _log_step(self, loss: torch.Tensor, q: torch.Tensor) -> None:
         metrics = {"train/td_loss": loss.detach(), "train/q_mean": q.detach().mean()}
@@ -121,6 +126,11 @@ class DQN(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx):
         soft_update(self.target_net, self.q_net, self.hparams.tau)
 
+    def on_train_epoch_end(self):
+        # the stream ends an "epoch" only when its episode budget is spent: then stop
+        if self.rollout is not None and self.rollout.finished:
+            self.trainer.should_stop = True
+
     def configure_optimizers(self):
         return torch.optim.AdamW(
             self.q_net.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
@@ -130,10 +140,16 @@ class DQN(pl.LightningModule):
                                     gradient_clip_algorithm=None):
         self.clip_gradients(optimizer, self.hparams.max_grad_norm, "norm")
 
-    # -- checkpoints carry the rollout's counters (epsilon position, episodes) -------------
+    # -- checkpoints carry the rollout's counters (epsilon position) and the RNGs ---------
     def on_save_checkpoint(self, checkpoint):
-        if self.rollout is not None:
-            checkpoint["rollout"] = self.rollout.state_dict()
+        checkpoint["rollout"] = self.rollout.state_dict() if self.rollout is not None else None
+        checkpoint["rng"] = rng_state()
 
     def on_load_checkpoint(self, checkpoint):
-        self._pending_rollout_state = checkpoint.get("rollout")
+        if self.rollout is not None and checkpoint.get("rollout"):
+            self.rollout.load_state_dict(checkpoint["rollout"])
+            print(f"resumed at step {checkpoint['global_step']}: epsilon "
+                  f"{self.rollout.epsilon:.6f}, {len(self.rollout.buffer)} transitions in the "
+                  f"replay buffer", flush=True)
+        if checkpoint.get("rng"):
+            set_rng_state(checkpoint["rng"])
