@@ -46,6 +46,7 @@ def run_script(script: str, *overrides: str, timeout: float = 300, env: dict | N
 TINY = (
     "env.max_cycles=20",
     "trainer.max_steps=30",
+    "trainer.log_every_n_steps=10",
     "hparams.buffer_size=2000",
     "hparams.batch_size=32",
     "hparams.warmup=64",

@@ -17,7 +17,7 @@ from conftest import OPPONENTS, ROOT, TINY, run_script
 
 # small and quick, but long enough to be killed part way
 KILLABLE = [o for o in TINY if not o.startswith("trainer.max_steps")] + [
-    "checkpoint_every=25", "trainer.max_steps=100000", "trainer.log_every_n_steps=5",
+    "checkpoint_every=25", "trainer.max_steps=100000",
 ]
 
 
@@ -185,7 +185,7 @@ def test_same_seed_same_metrics(tmp_path):
     def metrics(name):
         run = tmp_path / name
         r = run_script("train.py", *TINY, "opponent=mix" if (OPPONENTS / "red.pt").is_file()
-                       else "opponent=random", "trainer.log_every_n_steps=5", "seed=7",
+                       else "opponent=random", "seed=7",
                        f"hydra.run.dir={run}")
         assert r.returncode == 0, r.stderr[-2000:]
         rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
