@@ -192,5 +192,5 @@ def test_same_seed_same_metrics(tmp_path):
         return [{k: v for k, v in row.items() if not k.startswith("perf/")} for row in rows]
 
     a, b = metrics("a"), metrics("b")
-    assert len(a) >= 5 and a == b
+    assert len(a) >= 3 and a == b
     assert len({row["train/td_loss"] for row in a}) > 1  # real, changing numbers
