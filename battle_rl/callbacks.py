@@ -24,10 +24,11 @@ class EvalCallback(pl.Callback):
 
     def __init__(self, opponents: dict[str, Opponent], every_n_steps: int, episodes: int,
                  max_cycles: int, seed: int = 10_000, stop_win_rate: float | None = None,
-                 patience: int = 1, n_envs: int = 15, history_path: str | Path | None = None):
+                 patience: int = 1, n_envs: int = 15, workers: int = 1,
+                 history_path: str | Path | None = None):
         self.opponents, self.every, self.episodes = opponents, every_n_steps, episodes
         self.seed, self.stop_win_rate, self.patience = seed, stop_win_rate, patience
-        self.evaluator = Evaluator(max_cycles=max_cycles, n_envs=n_envs)
+        self.evaluator = Evaluator(max_cycles=max_cycles, n_envs=n_envs, workers=workers)
         self.history_path = Path(history_path) if history_path else None
         self.best_score: tuple | None = None
         self.best_state: dict | None = None

@@ -66,6 +66,7 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, f"{h}.episodes", lambda x: int(x) == x and x >= 1, "an integer >= 1 (or null)")
     _check(cfg, "eval.every_n_steps", lambda x: int(x) == x and x >= 0, "an integer >= 0 (0: off)")
     _check(cfg, "eval.episodes", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, "eval.workers", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     _check(cfg, "eval.final_episodes", lambda x: int(x) == x and x >= 0, "an integer >= 0")
     _check(cfg, "eval.stop_win_rate", lambda x: 0.0 < float(x) <= 1.0, "in (0, 1] or null")
     _check(cfg, "threads", lambda x: int(x) == x and x >= 1, "an integer >= 1")
@@ -103,6 +104,7 @@ def validate_eval(cfg: DictConfig) -> None:
     _check(cfg, "episodes", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     _check(cfg, "max_cycles", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     _check(cfg, "n_envs", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, "workers", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     _check(cfg, "threads", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     if not cfg.opponents:
         raise ConfigError("opponents=[] is not allowed: name at least one of "

@@ -43,6 +43,15 @@ class BattleEnv:
 
     ``reset(seed)`` returns ``{team: obs}``; ``step({team: actions})`` takes one int array of 81
     actions per team (entries of dead slots are ignored) and returns a :class:`Step`.
+
+    The parallel env builds the game, resets it, renders it and gives the global state. A
+    cycle is stepped on its engine directly (``parallel_env.env``, MAgent's GridWorld), the
+    same calls ``parallel_env.step`` makes, without building per-agent dictionaries: the
+    engine already hands out one array per team. ``tests/test_env_eval.py`` checks that both
+    paths play the same game. One difference is deliberate: magent2's ``parallel_env.reset``
+    counts the teams before placing the agents, so its first ``step`` after a reset passes
+    empty action arrays (the engine then reads whatever memory follows); here the first
+    cycle's actions are the ones given.
     """
 
     def __init__(
@@ -60,63 +69,65 @@ class BattleEnv:
         self.env = battle_v4.parallel_env(
             map_size=map_size, max_cycles=max_cycles, render_mode=render_mode, **kwargs
         )
+        self.engine = self.env.env
+        self.handles = self.env.handles  # red, blue
         agents = self.env.possible_agents
         self.names = {t: [a for a in agents if a.startswith(t + "_")] for t in TEAMS}
         self.n_agents = len(self.names["blue"])
-        # one flat index over both teams: red slots first, then blue
-        self.all_names = self.names["red"] + self.names["blue"]
-        self.index = {a: i for i, a in enumerate(self.all_names)}
-        self._alive = np.zeros(2 * self.n_agents, bool)
+        self._alive = {t: np.zeros(self.n_agents, bool) for t in TEAMS}
         self.cycle = 0
-
-    def _split(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        n = self.n_agents
-        return {"red": x[:n], "blue": x[n:]}
-
-    def _gather(self, obs: dict, rewards: dict | None = None):
-        """Dicts keyed by agent name -> team arrays, in one vectorised copy."""
-        idx = np.fromiter((self.index[a] for a in obs), np.int64, len(obs))
-        all_obs = np.zeros((2 * self.n_agents, *OBS_SHAPE), np.float32)
-        all_rew = np.zeros(2 * self.n_agents, np.float32)
-        if len(idx):
-            all_obs[idx] = np.stack(list(obs.values()))
-            if rewards is not None:
-                all_rew[idx] = np.fromiter((rewards[a] for a in obs), np.float32, len(obs))
-        return all_obs, all_rew
-
-    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
-        obs, _ = self.env.reset(seed=seed)
-        self.cycle = 0
-        self._alive[:] = False
-        self._alive[[self.index[a] for a in self.env.agents]] = True
-        return self._split(self._gather(obs)[0])
 
     @property
     def alive(self) -> dict[str, np.ndarray]:
-        return self._split(self._alive.copy())
+        return {t: a.copy() for t, a in self._alive.items()}
+
+    def _observe(self, team_index: int):
+        """Engine arrays of one team: slots, views (N', 13, 13, 5), rewards, alive flags."""
+        handle = self.handles[team_index]
+        slots = self.engine.get_agent_id(handle) - team_index * self.n_agents
+        view, _ = self.engine.get_observation(handle)
+        return slots, view
+
+    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
+        self.env.reset(seed=seed)
+        self.cycle = 0
+        obs = {}
+        for k, t in enumerate(TEAMS):
+            slots, view = self._observe(k)
+            obs[t] = np.zeros((self.n_agents, *OBS_SHAPE), np.float32)
+            obs[t][slots] = view
+            self._alive[t][:] = False
+            self._alive[t][slots] = True
+        return obs
 
     def step(self, actions: dict[str, np.ndarray]) -> Step:
-        flat = np.concatenate([np.asarray(actions[t]).reshape(-1) for t in TEAMS])
-        live = np.flatnonzero(self._alive)
-        act = dict(zip((self.all_names[i] for i in live), flat[live].tolist()))
-        obs, rewards, term, trunc, _ = self.env.step(act)
+        engine = self.engine
+        for k, t in enumerate(TEAMS):
+            slots = engine.get_agent_id(self.handles[k]) - k * self.n_agents
+            act = np.asarray(actions[t])[slots].astype(np.int32)
+            engine.set_action(self.handles[k], act)
+        game_over = engine.step()
         self.cycle += 1
-        all_obs, all_rew = self._gather(obs, rewards)
-        died = np.zeros(2 * self.n_agents, bool)
-        died[[self.index[a] for a, t in term.items() if t]] = True
-        self._alive &= ~died
-        all_obs[~self._alive] = 0.0
-        kills = {t: int((r > KILL_THRESHOLD).sum()) for t, r in self._split(all_rew).items()}
-        truncated = any(trunc.values())
-        return Step(
-            obs=self._split(all_obs),
-            reward=self._split(all_rew),
-            died=self._split(died),
-            alive=self._split(self._alive.copy()),
-            kills=kills,
-            done=truncated or not self.env.agents,
-            truncated=truncated,
-        )
+        obs, reward, died = {}, {}, {}
+        for k, t in enumerate(TEAMS):
+            handle = self.handles[k]
+            slots, view = self._observe(k)
+            alive_now = np.zeros(self.n_agents, bool)
+            if not game_over:  # parallel_env: when the game is over, every agent is done
+                alive_now[slots] = engine.get_alive(handle)
+            obs[t] = np.zeros((self.n_agents, *OBS_SHAPE), np.float32)
+            obs[t][slots] = view
+            obs[t][~alive_now] = 0.0
+            reward[t] = np.zeros(self.n_agents, np.float32)
+            reward[t][slots] = engine.get_reward(handle)
+            died[t] = self._alive[t] & ~alive_now
+            self._alive[t] = alive_now
+        engine.clear_dead()
+        truncated = self.cycle >= self.max_cycles
+        done = truncated or not (self._alive["red"].any() or self._alive["blue"].any())
+        kills = {t: int((reward[t] > KILL_THRESHOLD).sum()) for t in TEAMS}
+        return Step(obs=obs, reward=reward, died=died, alive=self.alive, kills=kills,
+                    done=done, truncated=truncated)
 
     def state(self) -> np.ndarray:
         """The global state, (map_size, map_size, 5)."""

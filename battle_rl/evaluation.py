@@ -39,72 +39,110 @@ class EpisodeResult:
 class Evaluator:
     """Plays N episodes of blue policy vs red opponent, ``n_envs`` games at a time.
 
-    Keeps its environments between calls (evaluation during training reuses them).
+    Episode ``i`` is played with seed ``seed + i`` whatever the batching: a random red team
+    gets its own random stream per game, so results do not depend on ``n_envs`` or
+    ``workers``. With ``workers > 1`` the games are shared among that many threads, each with
+    its own games and one-thread torch: MAgent's engine and torch both release the GIL, so
+    the cores step games and run forward passes at the same time. Environments are kept
+    between calls (evaluation during training reuses them).
     """
 
     def __init__(self, max_cycles: int = 300, map_size: int = 45, n_envs: int = 15,
-                 reward: dict | None = None):
+                 reward: dict | None = None, workers: int = 1):
         self.max_cycles, self.map_size, self.n_envs = max_cycles, map_size, n_envs
         self.reward = dict(reward or DEFAULT_REWARD)
-        self.envs: list[BattleEnv] = []
+        self.workers = max(1, workers)
+        self.envs: list[list[BattleEnv]] = [[] for _ in range(self.workers)]
 
-    def _envs(self, k: int) -> list[BattleEnv]:
-        while len(self.envs) < k:
-            self.envs.append(BattleEnv(self.map_size, self.max_cycles, self.reward))
-        return self.envs[:k]
+    def _envs(self, worker: int, k: int) -> list[BattleEnv]:
+        pool = self.envs[worker]
+        while len(pool) < k:
+            pool.append(BattleEnv(self.map_size, self.max_cycles, self.reward))
+        return pool[:k]
 
     def play(self, blue: nn.Module, red: Opponent, episodes: int, seed: int = 0
              ) -> list[EpisodeResult]:
-        envs = self._envs(min(self.n_envs, episodes))
-        results: list[EpisodeResult | None] = [None] * episodes
-        next_episode = 0
-        running: dict[int, dict] = {}  # env index -> episode record
+        workers = min(self.workers, episodes)
+        if workers == 1:
+            return self._play(0, blue, red, list(range(episodes)), seed)
+        import threading
+
+        import torch
+
+        shares = [list(range(w, episodes, workers)) for w in range(workers)]
+        results: list[list[EpisodeResult]] = [[] for _ in range(workers)]
+        errors: list[BaseException] = []
+
+        def work(w):
+            try:
+                results[w] = self._play(w, blue, red, shares[w], seed)
+            except BaseException as e:  # re-raised in the caller's thread
+                errors.append(e)
+
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(1)  # one core per worker
+        try:
+            pool = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+        finally:
+            torch.set_num_threads(threads_before)
+        if errors:
+            raise errors[0]
+        merged = sorted((r for part in results for r in part), key=lambda r: r.seed)
+        return merged
+
+    def _play(self, worker: int, blue: nn.Module, red: Opponent, episode_ids: list[int],
+              seed: int) -> list[EpisodeResult]:
+        envs = self._envs(worker, min(self.n_envs, len(episode_ids)))
+        todo = list(reversed(episode_ids))
+        results: list[EpisodeResult] = []
+        running: dict[int, dict] = {}  # env index -> the game it plays
         obs: dict[int, dict] = {}
 
         def start(i: int) -> None:
-            nonlocal next_episode
-            ep = next_episode
-            next_episode += 1
-            red.new_episode()
-            obs[i] = envs[i].reset(seed=seed + ep)
-            running[i] = {"episode": ep, "seed": seed + ep, "reward": {"red": 0.0, "blue": 0.0},
-                          "kills": {"red": 0, "blue": 0}}
+            game_seed = seed + todo.pop()
+            obs[i] = envs[i].reset(seed=game_seed)
+            running[i] = {"seed": game_seed, "red": red.for_game(game_seed),
+                          "reward": {"red": 0.0, "blue": 0.0}, "kills": {"red": 0, "blue": 0}}
 
         for i in range(len(envs)):
-            if next_episode < episodes:
+            if todo:
                 start(i)
         while running:
             ids = list(running)
-            actions = {}
-            for team, policy in (("blue", blue), ("red", red)):
-                team_obs = np.concatenate([obs[i][team] for i in ids])
-                alive = np.concatenate([envs[i].alive[team] for i in ids])
-                if team == "blue":
-                    acts = greedy_actions(policy, team_obs, alive)
-                else:
-                    acts = policy.act(team_obs, alive)
-                actions[team] = np.split(acts, len(ids))
+            alive = {t: [envs[i].alive[t] for i in ids] for t in ("blue", "red")}
+            blue_acts = np.split(greedy_actions(blue, np.concatenate([obs[i]["blue"] for i in ids]),
+                                                np.concatenate(alive["blue"])), len(ids))
+            if red.stateless:  # one forward for the red teams of all games
+                red_acts = np.split(red.act(np.concatenate([obs[i]["red"] for i in ids]),
+                                            np.concatenate(alive["red"])), len(ids))
+            else:
+                red_acts = [running[i]["red"].act(obs[i]["red"], alive["red"][k])
+                            for k, i in enumerate(ids)]
             for k, i in enumerate(ids):
-                step = envs[i].step({t: actions[t][k] for t in actions})
-                rec = running[i]
+                step = envs[i].step({"blue": blue_acts[k], "red": red_acts[k]})
+                game = running[i]
                 for t in ("red", "blue"):
-                    rec["reward"][t] += float(step.reward[t].sum())
-                    rec["kills"][t] += step.kills[t]
+                    game["reward"][t] += float(step.reward[t].sum())
+                    game["kills"][t] += step.kills[t]
                 obs[i] = step.obs
                 if step.done:
                     n = envs[i].n_agents
-                    results[rec["episode"]] = EpisodeResult(
-                        seed=rec["seed"],
-                        blue_reward=rec["reward"]["blue"] / n,
-                        red_reward=rec["reward"]["red"] / n,
-                        blue_kills=rec["kills"]["blue"],
-                        red_kills=rec["kills"]["red"],
+                    results.append(EpisodeResult(
+                        seed=game["seed"],
+                        blue_reward=game["reward"]["blue"] / n,
+                        red_reward=game["reward"]["red"] / n,
+                        blue_kills=game["kills"]["blue"],
+                        red_kills=game["kills"]["red"],
                         cycles=envs[i].cycle,
-                    )
+                    ))
                     del running[i]
-                    if next_episode < episodes:
+                    if todo:
                         start(i)
-        return results  # type: ignore[return-value]
+        return sorted(results, key=lambda r: r.seed)
 
 
 def summarize(results: list[EpisodeResult]) -> dict:
@@ -175,7 +213,7 @@ def run_evaluation(cfg, run_dir: Path) -> dict:
     opponents = {name: make_opponent(name, odir, seed=cfg.seed) for name in cfg.opponents}
     table = evaluate(policy, opponents, episodes=int(cfg.episodes), seed=int(cfg.seed),
                      max_cycles=int(cfg.max_cycles), map_size=int(cfg.map_size),
-                     n_envs=int(cfg.n_envs))
+                     n_envs=int(cfg.n_envs), workers=int(cfg.workers))
     print(format_table(table), flush=True)
     path = write_eval_json(table, run_dir / "eval.json")
     print(path, flush=True)

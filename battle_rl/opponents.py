@@ -20,12 +20,19 @@ SOURCE = "https://github.com/giangbang/RL-final-project-AIT-3007"
 
 class Opponent:
     name = "opponent"
+    # True: act() depends on the observations only, so one call may serve many games at once
+    stateless = False
 
     def act(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def new_episode(self) -> None:
         """Called before each episode."""
+
+    def for_game(self, seed: int) -> "Opponent":
+        """The instance that plays one evaluation game (its own random stream, so results do
+        not depend on which games run side by side)."""
+        return self
 
     def state_dict(self) -> dict:
         """Random state, saved with checkpoints so a resumed run draws the same numbers."""
@@ -44,6 +51,9 @@ class RandomOpponent(Opponent):
     def act(self, obs, alive):
         return self.rng.integers(0, N_ACTIONS, len(obs))
 
+    def for_game(self, seed):
+        return RandomOpponent(seed)
+
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state}
 
@@ -53,6 +63,8 @@ class RandomOpponent(Opponent):
 
 class NetOpponent(Opponent):
     """Greedy actions of a Q-network (one forward for the whole team)."""
+
+    stateless = True
 
     def __init__(self, net: nn.Module, name: str):
         self.net, self.name = net.eval(), name

@@ -74,6 +74,7 @@ def build(cfg: DictConfig, run_dir: Path):
             seed=cfg.eval.seed + 10_000,  # not the final evaluation's games
             stop_win_rate=cfg.eval.stop_win_rate,
             patience=cfg.eval.patience,
+            workers=cfg.eval.workers,
             history_path=run_dir / "eval_history.jsonl",
         )
     return module, dataset, eval_cb
@@ -88,8 +89,12 @@ def run_name(cfg: DictConfig) -> str:
         return "defaults"
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train, export ``policy.pt``, run the final evaluation; returns a summary dict."""
+def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -> dict:
+    """Train, export ``policy.pt``, run the final evaluation; returns a summary dict.
+
+    ``extra_callbacks`` (benchmarks, tests) are added to the Trainer's; they may read the
+    evaluation callback as ``trainer.eval_callback``.
+    """
     resume_from = preflight(cfg, run_dir)
     configure_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -113,8 +118,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             callbacks.append(ReplayCheckpoint(dataset.buffer, ckpt_dir))
         if eval_cb is not None:
             callbacks.append(eval_cb)
+        callbacks += extra_callbacks or []
         trainer = pl.Trainer(**cfg.trainer, logger=logger, callbacks=callbacks,
                              default_root_dir=str(run_dir))
+        trainer.eval_callback = eval_cb
         loader = DataLoader(dataset, batch_size=None, num_workers=0)
         t0 = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader,
@@ -147,6 +154,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             table = evaluate(
                 net.eval(), {n: make_opponent(n, odir, seed=cfg.seed) for n in cfg.eval.opponents},
                 episodes=cfg.eval.final_episodes, seed=cfg.eval.seed, max_cycles=cfg.eval.max_cycles,
+                workers=cfg.eval.workers,
             )
             write_eval_json(table, run_dir / "eval.json")
             print(format_table(table), flush=True)

@@ -93,7 +93,8 @@ class DQN(pl.LightningModule):
         """Stored uint8 HWC observations -> float NCHW."""
         return obs_u8.permute(0, 3, 1, 2).float().div_(OBS_SCALE)
 
-    def training_step(self, batch, batch_idx):
+    def td_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Huber loss between Q(s, a) and the TD target; also returns Q(s, a)."""
         hp = self.hparams
         obs, next_obs = self.preprocess(batch["obs"]), self.preprocess(batch["next_obs"])
         q = self.q_net(obs).gather(1, batch["action"].unsqueeze(1)).squeeze(1)
@@ -102,14 +103,17 @@ class DQN(pl.LightningModule):
             target = td_target(
                 batch["reward"], batch["done"], self.target_net(next_obs), next_online, hp.gamma
             )
-        loss = F.smooth_l1_loss(q, target)
+        return F.smooth_l1_loss(q, target), q
+
+    def training_step(self, batch, batch_idx):
+        loss, q = self.td_loss(batch)
         if not bool(torch.isfinite(loss) & torch.isfinite(q).all()):
             raise FloatingPointError(
                 f"non-finite TD loss or Q value (loss={loss.item()}) at step {self.global_step}: "
                 f"training stopped, the last good checkpoint is kept; lower hparams.lr or "
                 f"check the reward settings"
             )
-        if self.trainer is not None and self._logs_this_step():
+        if self._logs_this_step():
             self._log_step(loss, q)
         return loss
 
