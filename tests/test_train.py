@@ -84,3 +84,18 @@ def test_evaluate_missing_checkpoint_one_line(tmp_path):
                    f"hydra.run.dir={tmp_path / 'ev'}", timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"error: checkpoint not found: {tmp_path / 'nope.pt'}"]
+
+
+def test_max_time_budget_ends_cleanly_with_best_policy(tmp_path):
+    """trainer.max_time stops training; policy.pt is still written, from the best evaluation."""
+    out = tmp_path / "run"
+    overrides = [o for o in TINY if not o.startswith(("trainer.max_steps", "eval.every"))]
+    r = run_script("train.py", *overrides, "trainer.max_steps=-1", "trainer.max_time=00:00:00:08",
+                   "eval.every_n_steps=20", "eval.episodes=1", "eval.opponents=[random]",
+                   "eval.stop_win_rate=null", f"hydra.run.dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == str(out / "policy.pt")
+    history = (out / "eval_history.jsonl").read_text().splitlines()
+    assert len(history) >= 2  # several evaluations happened within the budget
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] > 20
