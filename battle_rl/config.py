@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+OPPONENT_NAMES = ("random", "pretrained", "final", "scripted")
 
 
 from battle_rl.errors import ConfigError  # noqa: F401 (re-exported)
@@ -77,13 +78,13 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "trainer.max_time", _is_duration, "a duration DD:HH:MM:SS, e.g. 00:00:05:00")
     if _get(cfg, "eval.opponents") is not None:
         for name in cfg.eval.opponents:
-            if name not in ("random", "pretrained", "final"):
+            if name not in OPPONENT_NAMES:
                 raise ConfigError(f"eval.opponents: unknown opponent {name!r} "
-                                  f"(choose from: random, pretrained, final)")
+                                  f"(choose from: {', '.join(OPPONENT_NAMES)})")
     for name, w in (_get(cfg, "opponent.weights") or {}).items():
-        if name not in ("random", "pretrained", "final"):
+        if name not in OPPONENT_NAMES:
             raise ConfigError(f"opponent.weights.{name}: unknown opponent "
-                              f"(choose from: random, pretrained, final)")
+                              f"(choose from: {', '.join(OPPONENT_NAMES)})")
         _check(cfg, f"opponent.weights.{name}", lambda x: float(x) >= 0, "a weight >= 0")
 
 
@@ -108,11 +109,11 @@ def validate_eval(cfg: DictConfig) -> None:
     _check(cfg, "threads", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     if not cfg.opponents:
         raise ConfigError("opponents=[] is not allowed: name at least one of "
-                          "random, pretrained, final")
+                          + ", ".join(OPPONENT_NAMES))
     for name in cfg.opponents:
-        if name not in ("random", "pretrained", "final"):
+        if name not in OPPONENT_NAMES:
             raise ConfigError(f"opponents: unknown opponent {name!r} "
-                              f"(choose from: random, pretrained, final)")
+                              f"(choose from: {', '.join(OPPONENT_NAMES)})")
 
 
 def validate_env(cfg: DictConfig) -> None:
