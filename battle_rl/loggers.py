@@ -45,7 +45,7 @@ def sweep_group(sweep_dir: str | Path) -> str:
     return "_".join(p for p in parts if p not in ("", ".", "/")) or "sweep"
 
 
-def hydra_group_and_choices(cfg: DictConfig) -> tuple[str | None, dict]:
+def hydra_group_and_choices() -> tuple[str | None, dict]:
     """(W&B group of this Hydra multirun job or None, the chosen config group options)."""
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -87,7 +87,7 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str):
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
-    sweep, choices = hydra_group_and_choices(cfg)
+    sweep, choices = hydra_group_and_choices()
     group = lc.get("group") or sweep  # all jobs of one multirun share a group
     config = OmegaConf.to_container(cfg, resolve=True)
     config["logger"]["group"] = group

@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -76,7 +77,11 @@ def test_cluster_launcher_configs_compose():
     assert slurm._target_.endswith("SlurmLauncher") and slurm.cpus_per_task == 1
     ray = compose("+sweep=grid", "hydra/launcher=ray_local").hydra.launcher
     assert ray._target_.endswith("RayLauncher") and ray.ray.remote.num_cpus == 1
-    assert ray.ray.init.address is None  # a local instance
+    assert ray.ray.init.address == "local"  # a new local instance, never a running cluster
+    cluster = compose("+sweep=grid", "hydra/launcher=ray_cluster").hydra.launcher
+    # joining: no CPU count, and no object store size (ray.init refuses both when joining)
+    assert cluster.ray.init.address == "auto" and "num_cpus" not in cluster.ray.init
+    assert "object_store_memory" in cluster.ray.init and cluster.ray.init.object_store_memory is None
 
 
 def test_sweep_group_names():
@@ -319,3 +324,20 @@ def test_ray_launcher_local_instance(tmp_path):
     assert "Started a local Ray instance" in r.stderr + r.stdout
     expected = [{"decay": d, "tau": 0.05, "gamma": g} for d in (500, 3000) for g in (0.9, 0.99)]
     check_sweep(sweep, expected)
+
+
+def test_each_job_caps_its_threads():
+    """configure_threads(1): torch, the loaded OpenMP / BLAS pools, and the environment."""
+    code = (
+        "import os, numpy, torch\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from battle_rl.training import configure_threads\n"
+        "configure_threads(1)\n"
+        "print(torch.get_num_threads(), sorted({p['num_threads'] for p in threadpool_info()}),\n"
+        "      [os.environ[v] for v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "[1]", "['1',", "'1',", "'1']"]
