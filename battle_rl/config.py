@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+SWEEPS_DIR = CONF_DIR.parent / "multirun_sweeps"
 
 
 class ConfigError(ValueError):
@@ -90,7 +91,9 @@ def check_group_choices(argv: list[str]) -> None:
     Hydra would print a multi-line search-path dump; this checks ``group=option`` overrides
     (comma lists too) against the files in ``conf/`` before Hydra starts.
     """
-    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    dirs = [CONF_DIR, SWEEPS_DIR]  # conf/ and the sweep groups (+sweep=..., +budget=...)
+    groups = {p.name for d in dirs if d.is_dir() for p in d.iterdir()
+              if p.is_dir() and p.name not in ("hydra", "__pycache__")}
     for arg in argv:
         if "=" not in arg or arg.startswith(("-", "hydra.", "+hydra")):
             continue
@@ -98,7 +101,8 @@ def check_group_choices(argv: list[str]) -> None:
         key = key.lstrip("+~")
         if key not in groups or any(ch in value for ch in "()[]{}*$"):
             continue
-        options = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
+        options = sorted({p.stem for d in dirs for p in (d / key).glob("*.yaml")
+                          if not p.stem.startswith("_")})  # _name: a part, not an option
         for choice in value.split(","):
             if choice and choice != "null" and choice not in options:
                 raise ConfigError(f"{key}={choice!r} is not an option of '{key}' "

@@ -43,13 +43,13 @@ def parse_override(text: str) -> tuple[str, object]:
     """``hparams.tau=0.05`` -> ("hparams.tau", 0.05); ``+sweep=grid`` -> ("sweep", "grid")."""
     key, _, value = text.partition("=")
     key = key.lstrip("+~")
-    try:
-        parsed = yaml.safe_load(value) if value != "" else ""
-    except yaml.YAMLError:
-        parsed = value
-    if isinstance(parsed, (dict, list)):
-        parsed = value  # keep lists / dicts as written
-    return key, parsed
+    value = re.sub(r"\\(.)", r"\1", value)  # sweepers escape ':', ',', '=' ... in values
+    for kind in (int, float):  # numbers as numbers (for plots); anything else as written
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False, "null": None}.get(value.lower(), value)
 
 
 def _read_csv_metrics(path: Path) -> list[dict]:
@@ -332,9 +332,12 @@ def plot_training(sweep_dir: Path, runs: list[Run], labels: list[str]) -> list[s
     if have_train:
         ax = axes[0][1]
         for r, label in zip(runs, labels):
-            pts = [(m.get("step", i), m["rollout/blue_reward"]) for i, m in enumerate(r.metrics)
-                   if "rollout/blue_reward" in m]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label)
+            pts = []  # the metric repeats the last finished episode until the next one ends
+            for i, m in enumerate(r.metrics):
+                key = (m.get("rollout/episodes"), m.get("rollout/blue_reward"))
+                if key[1] is not None and (not pts or key != pts[-1][2]):
+                    pts.append((m.get("step", i), key[1], key))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label)
         ax.set(title="training episode reward (blue, per agent)", xlabel="updates")
         ax.grid(alpha=0.3)
     _save(fig, sweep_dir / "reward.png", labels)

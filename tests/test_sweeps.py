@@ -84,6 +84,18 @@ def test_cluster_launcher_configs_compose():
     assert "object_store_memory" in cluster.ray.init and cluster.ray.init.object_store_memory is None
 
 
+@pytest.mark.parametrize("arg,expected", [
+    ("+sweep=gama", "error: sweep='gama' is not an option of 'sweep' "
+                    "(choose from: epsilon, gamma, grid, optuna, tau)"),
+    ("+budget=small", "error: budget='small' is not an option of 'budget' (choose from: tiny)"),
+])
+def test_unknown_sweep_one_line(tmp_path, arg, expected):
+    r = run_script("train.py", "-m", arg, f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [expected]
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_sweep_group_names():
     assert sweep_group("multirun/grid/2026-01-02_03-04-05") == "grid_2026-01-02_03-04-05"
     assert sweep_group("multirun/2026-01-02/03-04-05") == "2026-01-02_03-04-05"
@@ -211,6 +223,12 @@ def test_report_bad_folder_one_line(tmp_path, make, capsys):
 def test_parse_override_and_short_keys():
     assert parse_override("hparams.tau=0.05") == ("hparams.tau", 0.05)
     assert parse_override("+sweep=grid") == ("sweep", "grid")
+    assert parse_override("trainer.max_time=00:00:01:30") == ("trainer.max_time", "00:00:01:30")
+    assert parse_override(r"trainer.max_time=00\:00\:01\:30") == ("trainer.max_time",
+                                                                   "00:00:01:30")
+    assert parse_override("hparams.lr=1e-4") == ("hparams.lr", 1e-4)
+    assert parse_override("hparams.epsilon.decay=500") == ("hparams.epsilon.decay", 500)
+    assert parse_override("hparams.episodes=null") == ("hparams.episodes", None)
     assert parse_override("eval.opponents=[random,final]") == ("eval.opponents",
                                                                "[random,final]")
     assert short_keys(["hparams.epsilon.decay", "hparams.tau", "a.decay"]) == {
