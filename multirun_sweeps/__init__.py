@@ -6,5 +6,6 @@ This file only makes the folder importable, so Hydra finds it from any working d
 
 - ``sweep/``: what to sweep (epsilon, tau, gamma, grid, optuna)
 - ``budget/``: how long each job trains (``+budget=tiny`` for a smoke test)
-- ``hydra/launcher/``: where jobs run (``local`` joblib processes, ``slurm``, ``ray_local``)
+- ``hydra/launcher/``: where jobs run (``local`` joblib processes, ``slurm``, ``ray_local``,
+  ``ray_cluster``)
 """
