@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 OPPONENT_NAMES = ("random", "pretrained", "final", "scripted")
+SWEEPS_DIR = CONF_DIR.parent / "multirun_sweeps"
 
 
 from battle_rl.errors import ConfigError  # noqa: F401 (re-exported)
@@ -123,13 +124,12 @@ def validate_env(cfg: DictConfig) -> None:
     _check(cfg, "seed", lambda x: int(x) == x and x >= 0, "an integer >= 0")
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
 def check_group_choices(overrides: list[str]) -> None:
-    """Unknown options of a config group (``algo=nope``), comma sweeps included."""
-    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    """Unknown options of a config group (``algo=nope``), comma sweeps included; the groups
+    are conf/'s and the sweep groups of multirun_sweeps/ (``+sweep=...``, ``+budget=...``)."""
+    dirs = [CONF_DIR, SWEEPS_DIR]
+    groups = {p.name for d in dirs if d.is_dir() for p in d.iterdir()
+              if p.is_dir() and p.name not in ("hydra", "__pycache__")}
     for arg in overrides:
         if "=" not in arg:
             continue
@@ -137,7 +137,8 @@ def check_group_choices(overrides: list[str]) -> None:
         key = key.lstrip("+~")
         if key not in groups or any(ch in value for ch in "()[]{}*$"):
             continue
-        options = group_options(key)
+        options = sorted({p.stem for d in dirs for p in (d / key).glob("*.yaml")
+                          if not p.stem.startswith("_")})  # _name: a part, not an option
         for choice in value.split(","):
             if choice and choice != "null" and choice not in options:
                 raise ConfigError(f"{key}={choice!r} is not an option of '{key}' "

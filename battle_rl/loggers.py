@@ -33,6 +33,40 @@ def check_writable(run_dir: Path) -> None:
         raise ConfigError(f"hydra.run.dir={run_dir} is not writable: {e.strerror}") from None
 
 
+def sweep_group(sweep_dir: str | Path) -> str:
+    """The W&B group of every job of one sweep: its folder under ``multirun/``, '/' -> '_'
+    (``multirun/grid/2026-01-02_03-04-05`` -> ``grid_2026-01-02_03-04-05``); for a folder
+    elsewhere, its last two parts."""
+    parts = Path(sweep_dir).parts
+    if Path(sweep_dir).is_absolute():
+        parts = parts[-2:]
+    elif parts and parts[0] == "multirun":
+        parts = parts[1:]
+    return "_".join(p for p in parts if p not in ("", ".", "/")) or "sweep"
+
+
+def hydra_group_and_choices() -> tuple[str | None, dict]:
+    """(W&B group of this Hydra multirun job or None, the chosen config group options)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None, {}
+    group = sweep_group(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+    return group, dict(hc.runtime.choices)
+
+
+def run_tags(cfg: DictConfig, choices: dict) -> list[str]:
+    """``algo:<name>``, ``opponent:<option>``, ``reward:<option>``, then ``logger.tags``."""
+    opponent = choices.get("opponent") or "+".join(
+        k for k, w in (cfg.get("opponent") or {}).get("weights", {}).items() if w > 0)
+    tags = [f"algo:{cfg.algo.get('name', choices.get('algo', '?'))}",
+            f"opponent:{opponent or '?'}", f"reward:{choices.get('reward', 'custom')}"]
+    return tags + [t for t in (cfg.logger.get("tags") or []) if t not in tags]
+
+
 def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = False):
     """The Lightning logger chosen by ``cfg.logger.name`` (wandb, csv or none).
 
@@ -54,6 +88,10 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = 
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
+    sweep, choices = hydra_group_and_choices()
+    group = lc.get("group") or sweep  # all jobs of one multirun share a group
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["logger"]["group"] = group
     id_file = run_dir / "wandb_run_id"
     run_id = id_file.read_text().strip() if resuming and id_file.is_file() else None
     logger = WandbLogger(
@@ -61,12 +99,12 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = 
         id=run_id,
         resume="allow" if run_id else None,
         entity=lc.get("entity"),
-        group=lc.get("group"),
-        tags=list(lc.get("tags") or []),
+        group=group,
+        tags=run_tags(cfg, choices),
         name=run_name,
         save_dir=str(run_dir),
         mode=lc.mode,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=config,
         settings=wandb.Settings(init_timeout=float(lc.get("init_timeout", 90))),
     )
     id_file.write_text(logger.experiment.id)  # starts the run now: problems show at once

@@ -6,6 +6,7 @@ checkpoint) runs before the first environment is built, so a bad command costs s
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -29,8 +30,22 @@ def opponents_dir(cfg: DictConfig) -> Path:
     return Path(to_absolute_path(str(cfg.opponents_dir)))
 
 
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def configure_threads(threads: int) -> None:
-    """Small convolutions run fastest on few intra-op threads; one job = its share of cores."""
+    """Small convolutions run fastest on few intra-op threads; one job = its share of cores.
+
+    Caps torch, the BLAS / OpenMP pools already loaded (threadpoolctl) and, through the
+    environment, anything started later, so parallel sweep jobs do not fight for cores."""
+    for var in THREAD_ENV_VARS:
+        os.environ[var] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:  # optional: torch's own pools are capped below either way
+        pass
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
