@@ -39,9 +39,7 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str):
     if lc.name == "none":
         return False
     if lc.name == "csv":
-        from pytorch_lightning.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        return csv_logger(run_dir)
     if lc.name != "wandb":
         raise ConfigError(f"logger.name={lc.name!r} is not allowed: one of wandb, csv, none")
     if lc.mode not in ("offline", "online", "disabled"):
@@ -64,6 +62,21 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str):
         config=OmegaConf.to_container(cfg, resolve=True),
         settings=wandb.Settings(init_timeout=float(lc.get("init_timeout", 90))),
     )
+
+
+def csv_logger(run_dir: Path):
+    from pytorch_lightning.loggers import CSVLogger
+
+    return CSVLogger(save_dir=str(run_dir), name="csv", version="")  # <run dir>/csv/metrics.csv
+
+
+def make_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list:
+    """The chosen logger, and beside W&B a CSV copy: W&B keeps its records in a binary log
+    that only its own tools read, and ``python -m battle_rl.plot`` draws from local files."""
+    logger = make_logger(cfg, run_dir, run_name)
+    if not logger:
+        return []
+    return [logger, csv_logger(run_dir)] if cfg.logger.name == "wandb" else [logger]
 
 
 def close_logger(logger) -> None:
