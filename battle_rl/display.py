@@ -42,16 +42,20 @@ class BattleProgressBar(RichProgressBar):
         self.rate_window = rate_window  # seconds over which rates are measured
         self._mark: tuple[float, int, int] | None = None  # (time, global step, agent steps)
         self._rates: dict[str, str] = {}
+        self._last_eval: dict | None = None  # the win rates shown, set by the EvalCallback
 
     def get_metrics(self, trainer, pl_module) -> dict:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         rollout = getattr(pl_module, "rollout", None)
+        evals = getattr(pl_module, "last_eval", None)
+        if evals is not self._last_eval:  # an evaluation paused training: measure anew
+            self._last_eval, self._mark = evals, None
         if rollout is not None:
             items.update(self._measure_rates(trainer.global_step, rollout.agent_steps))
             items["eps"] = f"{rollout.epsilon:.3f}"
             items["episodes"] = str(rollout.episodes)
-        for name, rate in (getattr(pl_module, "last_eval", None) or {}).items():
+        for name, rate in (evals or {}).items():
             items[f"win:{name}"] = f"{rate:.0%}"
         return items
 
