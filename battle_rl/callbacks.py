@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
 
 from battle_rl.evaluation import Evaluator, evaluate
 from battle_rl.opponents import Opponent
@@ -20,12 +21,16 @@ class EvalCallback(pl.Callback):
     rate, then kill margin), appends to ``eval_history.jsonl`` and, with ``stop_win_rate``,
     stops training after ``patience`` evaluations in a row at or above it against every
     opponent. Time spent here is measured, so training time can be reported without it.
+    With ``video_every``, every that many evaluations a battle against ``video_opponent`` (the
+    last opponent by default) is rendered and logged to W&B as a video.
     """
 
     def __init__(self, opponents: dict[str, Opponent], every_n_steps: int, episodes: int,
                  max_cycles: int, seed: int = 10_000, stop_win_rate: float | None = None,
                  patience: int = 1, n_envs: int = 15, workers: int = 1,
-                 history_path: str | Path | None = None):
+                 history_path: str | Path | None = None,
+                 video_every: int = 0, video=None, video_opponent: str | None = None,
+                 video_dir: str | Path = "videos"):
         self.opponents, self.every, self.episodes = opponents, every_n_steps, episodes
         self.seed, self.stop_win_rate, self.patience = seed, stop_win_rate, patience
         self.evaluator = Evaluator(max_cycles=max_cycles, n_envs=n_envs, workers=workers)
@@ -36,9 +41,21 @@ class EvalCallback(pl.Callback):
         self.eval_seconds = 0.0
         self.streak = 0
         self._start = None
+        # a battle video to W&B every `video_every` evaluations (settings: battle_rl.video)
+        self.video_every, self.video, self.video_dir = video_every, video, Path(video_dir)
+        self.video_opponent = video_opponent or list(opponents)[-1]
+        self.evaluations = 0
 
     def on_train_start(self, trainer, pl_module):
         self._start = time.perf_counter()
+        if self.video_every > 0 and self._wandb(trainer) is None:
+            print("note: eval.video_every logs videos to W&B only (logger=wandb): no videos "
+                  "this run", flush=True)
+            self.video_every = 0
+
+    @staticmethod
+    def _wandb(trainer):
+        return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
 
     def train_seconds(self) -> float:
         """Wall time of training so far, evaluation excluded."""
@@ -57,6 +74,9 @@ class EvalCallback(pl.Callback):
         was_training = net.training
         net.eval()
         table = evaluate(net, self.opponents, self.episodes, self.seed, self.evaluator)
+        self.evaluations += 1
+        if self.video_every > 0 and self.evaluations % self.video_every == 0:
+            self._log_video(trainer, net)
         net.train(was_training)
         win_rates = {name: row["win"] / row["episodes"] for name, row in table.items()}
         margin = sum(r["blue_kills"] - r["red_kills"] for r in table.values()) / len(table)
@@ -71,8 +91,8 @@ class EvalCallback(pl.Callback):
                         for k, r in table.items()})
         metrics["eval/min_win_rate"] = score[0]
         metrics["eval/train_seconds"] = self.train_seconds()
-        if trainer.logger:
-            trainer.logger.log_metrics(metrics, step=step)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
         pl_module.last_eval = win_rates
         if self.history_path:
             with self.history_path.open("a") as f:
@@ -83,6 +103,18 @@ class EvalCallback(pl.Callback):
                 trainer.should_stop = True
         return table
 
+    def _log_video(self, trainer, net) -> None:
+        """One battle against ``video_opponent``, written to ``video_dir`` and logged to W&B
+        (its time counts as evaluation time)."""
+        from battle_rl.video import record_battle
+
+        step, name = trainer.global_step, self.video_opponent
+        v = record_battle(net, self.opponents[name], self.video_dir / f"step-{step:06d}-{name}",
+                          self.video, seed=self.seed)
+        kills = v.score.kills
+        self._wandb(trainer).log_video(
+            f"eval/video/{name}", [str(v.paths["mp4"])], step=step,
+            caption=[f"step {step}: blue {kills['blue']} - red {kills['red']} kills"])
 
 class ReplayCheckpoint(pl.Callback):
     """Saves the replay buffer beside every checkpoint (``checkpoints/replay.npz``)."""

@@ -9,6 +9,7 @@ of 5 kills, rewards are summed per team and divided by the team size (81).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from torch import nn
 from battle_rl.env import DEFAULT_REWARD, BattleEnv, winner
 from battle_rl.networks import greedy_actions
 from battle_rl.opponents import Opponent
+from battle_rl.plot import plot_table
 
 EVAL_OPPONENTS = ("random", "pretrained", "final")
 
@@ -208,13 +210,32 @@ def run_evaluation(cfg, run_dir: Path) -> dict:
     odir = Path(to_absolute_path(str(cfg.opponents_dir)))
     for name in cfg.opponents:
         check_opponent(name, odir)
+    video = None
+    if cfg.get("video", False):  # off: no render mode, no pygame / ffmpeg, nothing imported
+        from battle_rl.video import VideoSettings
+
+        video = VideoSettings.from_config(cfg)
     torch.set_num_threads(int(cfg.threads))
     policy = load_policy(to_absolute_path(str(cfg.checkpoint)))
     opponents = {name: make_opponent(name, odir, seed=cfg.seed) for name in cfg.opponents}
+    t0 = time.perf_counter()
     table = evaluate(policy, opponents, episodes=int(cfg.episodes), seed=int(cfg.seed),
                      max_cycles=int(cfg.max_cycles), map_size=int(cfg.map_size),
                      n_envs=int(cfg.n_envs), workers=int(cfg.workers))
+    table_seconds = time.perf_counter() - t0
     print(format_table(table), flush=True)
+    if video is not None:
+        from battle_rl.video import record_battles
+
+        t0 = time.perf_counter()
+        for name, v in record_battles(policy, opponents, run_dir / "videos", video,
+                                      seed=int(cfg.seed), map_size=int(cfg.map_size)).items():
+            print(f"video {name}: {v.paths['mp4']} and .gif, {v.frames} frames, blue "
+                  f"{v.score.kills['blue']} - red {v.score.kills['red']} kills", flush=True)
+        print(f"videos: {time.perf_counter() - t0:.1f} s on top of the table's "
+              f"{table_seconds:.1f} s", flush=True)
     path = write_eval_json(table, run_dir / "eval.json")
+    plot_table(table, run_dir / "eval.png")
     print(path, flush=True)
     return table
+

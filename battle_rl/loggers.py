@@ -76,7 +76,7 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = 
     if lc.name == "none":
         return False
     if lc.name == "csv":
-        return _csv_logger(run_dir, append=resuming)
+        return csv_logger(run_dir, append=resuming)
     if lc.name != "wandb":
         raise ConfigError(f"logger.name={lc.name!r} is not allowed: one of wandb, csv, none")
     if lc.mode not in ("offline", "online", "disabled"):
@@ -111,7 +111,7 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = 
     return logger
 
 
-def _csv_logger(run_dir: Path, append: bool):
+def csv_logger(run_dir: Path, append: bool = False):
     """Lightning's CSVLogger (``<run dir>/csv/metrics.csv``); a resumed run appends to the file
     instead of deleting it."""
     import csv
@@ -135,6 +135,17 @@ def _csv_logger(run_dir: Path, append: bool):
 
     cls = ResumedCSVLogger if append else CSVLogger
     return cls(save_dir=str(run_dir), name="csv", version="")
+
+
+def make_loggers(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = False) -> list:
+    """The chosen logger, and beside W&B a CSV copy: W&B keeps its records in a binary log
+    that only its own tools read, and ``python -m battle_rl.plot`` draws from local files."""
+    logger = make_logger(cfg, run_dir, run_name, resuming)
+    if not logger:
+        return []
+    if cfg.logger.name == "wandb":
+        return [logger, csv_logger(run_dir, append=resuming)]
+    return [logger]
 
 
 def close_logger(logger) -> None:

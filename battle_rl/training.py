@@ -17,12 +17,14 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from battle_rl.callbacks import EvalCallback, GracefulStop, ReplayCheckpoint
-from battle_rl.config import validate_train
+from battle_rl.config import ConfigError, validate_train
+from battle_rl.display import BattleProgressBar, print_config
 from battle_rl.env import BattleEnv
 from battle_rl.evaluation import evaluate, format_table, write_eval_json
-from battle_rl.loggers import check_writable, close_logger, make_logger
+from battle_rl.loggers import check_writable, close_logger, make_loggers
 from battle_rl.networks import export_policy
 from battle_rl.opponents import check_opponent, make_mix, make_opponent
+from battle_rl.plot import plot_table
 from battle_rl.resume import check_compatible, find_checkpoint, load_replay
 
 
@@ -63,6 +65,10 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Path | None:
     if cfg.eval.every_n_steps > 0 or cfg.eval.final_episodes > 0:
         for name in cfg.eval.opponents:
             check_opponent(name, odir)
+    if _video_settings(cfg.eval) is not None:  # builds (checks) the video_* keys when on
+        if cfg.eval.video_opponent not in (None, *cfg.eval.opponents):
+            raise ConfigError(f"eval.video_opponent={cfg.eval.video_opponent!r} is not allowed: "
+                              f"one of eval.opponents ({', '.join(cfg.eval.opponents)}) or null")
     check_writable(run_dir)
     return find_checkpoint(to_absolute_path(str(cfg.resume))) if cfg.get("resume") else None
 
@@ -91,8 +97,20 @@ def build(cfg: DictConfig, run_dir: Path):
             patience=cfg.eval.patience,
             workers=cfg.eval.workers,
             history_path=run_dir / "eval_history.jsonl",
+            video_every=cfg.eval.video_every,
+            video=_video_settings(cfg.eval),
+            video_opponent=cfg.eval.video_opponent,
+            video_dir=run_dir / "videos",
         )
     return module, dataset, eval_cb
+
+
+def _video_settings(eval_cfg: DictConfig):
+    if eval_cfg.video_every <= 0:
+        return None
+    from battle_rl.video import VideoSettings  # rendering code only when videos are on
+
+    return VideoSettings.from_config(eval_cfg)
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -111,9 +129,11 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
     evaluation callback as ``trainer.eval_callback``.
     """
     resume_from = preflight(cfg, run_dir)
+    if cfg.get("print_config", True):
+        print_config(cfg)
     configure_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    logger = make_logger(cfg, run_dir, run_name(cfg), resuming=resume_from is not None)
+    loggers = make_loggers(cfg, run_dir, run_name(cfg), resuming=resume_from is not None)
     try:
         module, dataset, eval_cb = build(cfg, run_dir)
         ckpt_dir = run_dir / "checkpoints"
@@ -134,7 +154,9 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         if eval_cb is not None:
             callbacks.append(eval_cb)
         callbacks += extra_callbacks or []
-        trainer = pl.Trainer(**cfg.trainer, logger=logger, callbacks=callbacks,
+        if cfg.trainer.get("enable_progress_bar", True):
+            callbacks.append(BattleProgressBar())
+        trainer = pl.Trainer(**cfg.trainer, logger=loggers or False, callbacks=callbacks,
                              default_root_dir=str(run_dir))
         trainer.eval_callback = eval_cb
         loader = DataLoader(dataset, batch_size=None, num_workers=0)
@@ -172,14 +194,16 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
                 workers=cfg.eval.workers,
             )
             write_eval_json(table, run_dir / "eval.json")
+            plot_table(table, run_dir / "eval.png")
             print(format_table(table), flush=True)
             summary["eval"] = table
             # the objective a sweep maximises: the worst-case win rate over the opponents
             summary["objective"] = min(r["win"] / r["episodes"] for r in table.values())
-            if logger:
+            for logger in loggers:
                 logger.log_metrics({f"final/win_rate/{k}": r["win"] / r["episodes"]
                                     for k, r in table.items()}, step=trainer.global_step)
         summary["policy"] = str(policy_path)
         return summary
     finally:
-        close_logger(logger)
+        for logger in loggers:
+            close_logger(logger)
