@@ -32,6 +32,7 @@ class EpisodeResult:
     blue_kills: int
     red_kills: int
     cycles: int
+    agent_steps: int = 0  # live agents of both teams, summed over the cycles (speed figures)
 
     @property
     def winner(self) -> str:
@@ -108,7 +109,8 @@ class Evaluator:
             game_seed = seed + todo.pop()
             obs[i] = envs[i].reset(seed=game_seed)
             running[i] = {"seed": game_seed, "red": red.for_game(game_seed),
-                          "reward": {"red": 0.0, "blue": 0.0}, "kills": {"red": 0, "blue": 0}}
+                          "reward": {"red": 0.0, "blue": 0.0}, "kills": {"red": 0, "blue": 0},
+                          "agent_steps": 0}
 
         for i in range(len(envs)):
             if todo:
@@ -127,6 +129,7 @@ class Evaluator:
             for k, i in enumerate(ids):
                 step = envs[i].step({"blue": blue_acts[k], "red": red_acts[k]})
                 game = running[i]
+                game["agent_steps"] += int(alive["blue"][k].sum() + alive["red"][k].sum())
                 for t in ("red", "blue"):
                     game["reward"][t] += float(step.reward[t].sum())
                     game["kills"][t] += step.kills[t]
@@ -140,6 +143,7 @@ class Evaluator:
                         blue_kills=game["kills"]["blue"],
                         red_kills=game["kills"]["red"],
                         cycles=envs[i].cycle,
+                        agent_steps=game["agent_steps"],
                     ))
                     del running[i]
                     if todo:

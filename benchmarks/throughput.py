@@ -53,6 +53,10 @@ def battle_env_rate(cycles: int, policy=None, seed: int = 0) -> float:
             alive = env.alive
             if policy is None:
                 actions = {t: rng.integers(0, 21, 81) for t in TEAMS}
+            elif policy["red"] is policy["blue"]:  # one network for both: one forward of 162
+                both = greedy_actions(policy["red"], np.concatenate([obs["red"], obs["blue"]]),
+                                      np.concatenate([alive["red"], alive["blue"]]))
+                actions = {"red": both[:81], "blue": both[81:]}
             else:
                 actions = {t: greedy_actions(policy[t], obs[t], alive[t]) for t in TEAMS}
             step = env.step(actions)
@@ -62,6 +66,21 @@ def battle_env_rate(cycles: int, policy=None, seed: int = 0) -> float:
             if step.done:
                 break
     return steps / (time.perf_counter() - t0)
+
+
+def evaluator_rate(policy, games: int, workers: int) -> float:
+    """agent-steps/s of the evaluator: 15 games in lockstep per worker thread, both teams
+    one batched forward each per cycle (red: a network opponent)."""
+    from battle_rl.evaluation import Evaluator
+    from battle_rl.opponents import NetOpponent
+
+    ev = Evaluator(max_cycles=300, n_envs=15, workers=workers)
+    red = NetOpponent(policy["red"], "red")
+    ev.play(policy["blue"], red, workers, seed=999)  # build the games first
+    t0 = time.perf_counter()
+    results = ev.play(policy["blue"], red, games, seed=0)
+    seconds = time.perf_counter() - t0
+    return sum(r.agent_steps for r in results) / seconds, seconds
 
 
 def learner_rate(batch_size: int, updates: int, hparams: str = "fast") -> float:
@@ -128,6 +147,11 @@ def main():
     torch.manual_seed(0)
     nets = {"red": QNetwork().eval(), "blue": QNetwork().eval()}
     greedy = battle_env_rate(args.cycles, policy=nets)
+    shared = QNetwork().eval()
+    greedy_shared = battle_env_rate(args.cycles, policy={"red": shared, "blue": shared})
+    eval_1, _ = evaluator_rate(nets, 30, workers=1)
+    eval_2, _ = evaluator_rate(nets, 30, workers=2)
+    torch.set_num_threads(threads)
     default_batch = compose([]).hparams.batch_size
     results = {
         "threads": threads,
@@ -135,6 +159,11 @@ def main():
         "env_random_battle_env": engine,
         "rollout_batched_greedy_both_teams": greedy,
         "rollout_ratio_to_parallel_env_random": greedy / floor,
+        "rollout_one_network_both_teams": greedy_shared,
+        "rollout_one_network_ratio": greedy_shared / floor,
+        "evaluator_30_games_1_worker": eval_1,
+        "evaluator_30_games_2_workers": eval_2,
+        "evaluator_2_workers_ratio": eval_2 / floor,
         "learner_updates_per_s": {str(b): learner_rate(b, args.updates)
                                   for b in sorted({128, default_batch})},
         "replay": replay_bytes(),
