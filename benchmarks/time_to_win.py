@@ -52,17 +52,18 @@ class FinalWeights(pl.Callback):
                               evaluator=ev.evaluator)
 
 
-def run(seed: int, overrides: list[str], every: int, factor: float, cap: float) -> dict:
+def run(seed: int, overrides: list[str], every: int, factor: float, cap: float,
+        final_check: bool = True) -> dict:
     from battle_rl.training import train
 
     cfg = compose([*overrides, f"seed={seed}", "logger=none", f"eval.every_n_steps={every}",
                    "eval.episodes=30", "eval.stop_win_rate=null", "eval.final_episodes=0",
                    "trainer.max_time=00:01:00:00", "trainer.max_steps=-1",
-                   "trainer.enable_progress_bar=false"])
+                   "trainer.enable_progress_bar=false", "print_config=false"])
     stop, final = StopAfterWin(factor, cap), FinalWeights()
     with tempfile.TemporaryDirectory(prefix="battle-rl-ttw-") as d:
         t0 = time.perf_counter()
-        summary = train(cfg, Path(d), extra_callbacks=[stop, final])
+        summary = train(cfg, Path(d), extra_callbacks=[stop, final] if final_check else [stop])
         wall = time.perf_counter() - t0
         history = [json.loads(ln) for ln in (Path(d) / "eval_history.jsonl").read_text().splitlines()]
     return {
@@ -72,8 +73,10 @@ def run(seed: int, overrides: list[str], every: int, factor: float, cap: float) 
         "trained_seconds": summary["train_seconds"],
         "trained_steps": summary["steps"],
         "wall_seconds_with_evaluations": wall,
-        "final_weights": {k: [v["win"], v["draw"], v["lose"]] for k, v in final.table.items()},
-        "still_30_of_30": all(v["win"] == 30 for v in final.table.values()),
+        "final_weights": ({k: [v["win"], v["draw"], v["lose"]] for k, v in final.table.items()}
+                          if final_check else None),
+        "still_30_of_30": (all(v["win"] == 30 for v in final.table.values())
+                           if final_check else None),
         "curve": [(round(h["eval/train_seconds"], 2), h["step"],
                    {k.split("/")[-1]: v for k, v in h.items() if k.startswith("eval/win_rate/")})
                   for h in history],
