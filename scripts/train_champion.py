@@ -14,7 +14,10 @@
    ``battle_rl/assets/champion.pt`` (with its report ``champion.json`` beside it), where
    ``opponent=champion`` and the tournament's ``champion`` find it.
 
-Extra arguments are Hydra overrides of the training run (``hparams.lr=3e-4``).
+Extra arguments are Hydra overrides of the training run (``hparams.lr=3e-4``). ``--resume``
+continues the run in ``--out`` up to ``--minutes`` of training in all (a longer budget after
+a first result); the overrides are kept in ``<out>/.hydra/overrides.yaml`` like a
+``train.py`` run's, so ``python train.py resume=<out>`` continues it too.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,13 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=90.0, help="training wall-clock budget")
     p.add_argument("--out", default="runs/champion", help="the run folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="training seed (default: 0)")
     p.add_argument("--episodes", type=int, default=30, help="tournament games per side per pair")
     p.add_argument("--max-cycles", type=int, default=300, help="tournament game length")
     p.add_argument("--opponents-dir", default=None, help="folder of red.pt and red_final.pt "
                    "(default: the configuration's opponents_dir)")
     p.add_argument("--install", action="store_true",
                    help="copy the result to battle_rl/assets/champion.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (same overrides) up to --minutes in all")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the training run")
     args = p.parse_args(argv)
 
@@ -69,14 +76,27 @@ def main(argv: list[str] | None = None) -> int:
     from battle_rl.training import opponents_dir, train
 
     out = Path(args.out).resolve()
-    overrides = ["+experiment=champion", f"seed={args.seed}",
-                 f"trainer.max_time={duration(args.minutes)}", *args.overrides]
+    overrides = ["+experiment=champion", f"trainer.max_time={duration(args.minutes)}",
+                 *([f"seed={args.seed}"] if args.seed is not None else []), *args.overrides]
     if args.opponents_dir:
         overrides.append(f"opponents_dir={args.opponents_dir}")
+    saved = out / ".hydra" / "overrides.yaml"
+    if args.resume:
+        if not saved.is_file():
+            print(f"error: --resume: {saved} not found (no champion run in {out})",
+                  file=sys.stderr, flush=True)
+            return 2
+        merged = {}  # one override per key, the newest wins
+        for o in yaml.safe_load(saved.read_text()) + overrides:
+            merged.pop(o.split("=", 1)[0], None)
+            merged[o.split("=", 1)[0]] = o
+        overrides = list(merged.values())
     t0 = time.perf_counter()
     try:
-        cfg = compose_overrides("config", overrides)
+        cfg = compose_overrides("config", overrides + ([f"resume={out}"] if args.resume else []))
         validate_train(cfg)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(yaml.safe_dump(overrides))
         summary = train(cfg, out)
         if summary["interrupted"]:
             print("interrupted: no tournament, nothing installed", flush=True)
@@ -88,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             half = snapshots[len(snapshots) // 2]
             agents.append(f"self-play-{half.stem[5:]}={half}")
         result = tournament(agents, out / "tournament", args.episodes, args.max_cycles,
-                            args.seed, odir, log=lambda m: print(m, flush=True))
+                            0, odir, log=lambda m: print(m, flush=True))
     except (ConfigError, PolicyLoadError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2

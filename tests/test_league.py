@@ -155,7 +155,7 @@ def test_both_teams_stores_the_other_team_mirrored():
         RolloutDataset(env, red, None, ReplayBuffer(2000, 81), 8, EpsilonSchedule(), both_teams=True)
 
 
-def test_self_play_training_run_exports_snapshots(tmp_path):
+def test_self_play_training_run_exports_snapshots_and_resumes(tmp_path):
     out = tmp_path / "run"
     tiny = [o for o in TINY if not o.startswith(("opponent=", "hparams.buffer_size"))]
     r = run_script("train.py", *tiny, "opponent=mix", "opponent.weights.self_play=3",
@@ -169,6 +169,14 @@ def test_self_play_training_run_exports_snapshots(tmp_path):
     assert not torch.equal(params(nets[0]), params(nets[-1]))  # the learner learned between
     rows = list(csv.DictReader(open(out / "csv" / "metrics.csv")))
     assert max(float(r_["self_play/pool_size"] or 0) for r_ in rows) == 3
+    # resuming restores the pool (weights and records) and goes on adding to it
+    r = run_script("train.py", f"resume={out}", "trainer.max_steps=40")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    pool = ckpt["rollout"]["opponent"]["opponents"][1]  # the mix: random, self_play
+    assert [s["step"] for s in pool["snapshots"]] == [10, 20, 30, 40]
+    for snap, net in zip(pool["snapshots"], nets):
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in snap["weights"].items())
 
 
 # -- playing either side ----------------------------------------------------------------
@@ -362,3 +370,27 @@ def test_champion_opponent_plays_red_through_the_mirror(tmp_path, monkeypatch):
     obs, alive = some_obs()
     assert np.array_equal(champion.act(obs, alive), greedy_actions(Mirrored(net), obs, alive))
     validate_train(compose_overrides("config", ["opponent=champion"]))
+
+
+def test_champion_script_reads_both_sides_off_the_tournament():
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("train_champion",
+                                                  ROOT / "scripts" / "train_champion.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.duration(90) == "00:01:30:00" and script.duration(0.5) == "00:00:00:30"
+    matchups = [
+        {"blue": "champion", "red": "final", "win": 29, "draw": 1, "lose": 0,
+         "blue_kills": 80.0, "red_kills": 9.5},
+        {"blue": "final", "red": "champion", "win": 0, "draw": 2, "lose": 28,
+         "blue_kills": 12.0, "red_kills": 78.0},
+        {"blue": "champion", "red": "random", "win": 30, "draw": 0, "lose": 0,
+         "blue_kills": 81.0, "red_kills": 0.0},
+    ]
+    assert script.acceptance(matchups) == {
+        "as_blue": {"win": 29, "draw": 1, "lose": 0, "kills": 80.0, "conceded": 9.5},
+        "as_red": {"win": 28, "draw": 2, "lose": 0, "kills": 78.0, "conceded": 12.0},
+    }
