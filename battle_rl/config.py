@@ -81,9 +81,7 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "trainer.max_time", _is_duration, "a duration DD:HH:MM:SS, e.g. 00:00:05:00")
     if _get(cfg, "eval.opponents") is not None:
         for name in cfg.eval.opponents:
-            if name not in EVAL_OPPONENT_NAMES:
-                raise ConfigError(f"eval.opponents: unknown opponent {name!r} "
-                                  f"(choose from: {', '.join(EVAL_OPPONENT_NAMES)})")
+            _check_eval_opponent("eval.opponents", name)
     for name, w in (_get(cfg, "opponent.weights") or {}).items():
         if name not in OPPONENT_NAMES:
             raise ConfigError(f"opponent.weights.{name}: unknown opponent "
@@ -97,6 +95,16 @@ def validate_train(cfg: DictConfig) -> None:
     if _get(cfg, "hparams.both_teams"):
         _check(cfg, f"{h}.buffer_size", lambda x: x >= 325,
                "an integer >= 325 with hparams.both_teams=true (two cycles of both teams)")
+
+
+def _check_eval_opponent(key: str, name: str) -> None:
+    if name == "self_play":
+        raise ConfigError(f"{key}: 'self_play' is a training opponent only (it needs a "
+                          f"learner to copy); evaluate against an exported snapshot with "
+                          f"python -m battle_rl.tournament")
+    if name not in EVAL_OPPONENT_NAMES:
+        raise ConfigError(f"{key}: unknown opponent {name!r} "
+                          f"(choose from: {', '.join(EVAL_OPPONENT_NAMES)})")
 
 
 def _is_duration(x) -> bool:
@@ -122,9 +130,7 @@ def validate_eval(cfg: DictConfig) -> None:
         raise ConfigError("opponents=[] is not allowed: name at least one of "
                           + ", ".join(EVAL_OPPONENT_NAMES))
     for name in cfg.opponents:
-        if name not in EVAL_OPPONENT_NAMES:
-            raise ConfigError(f"opponents: unknown opponent {name!r} "
-                              f"(choose from: {', '.join(EVAL_OPPONENT_NAMES)})")
+        _check_eval_opponent("opponents", name)
 
 
 def validate_env(cfg: DictConfig) -> None:
