@@ -159,3 +159,30 @@ class GracefulStop(pl.Callback):
 
     def on_exception(self, trainer, pl_module, exception):
         self.on_train_end(trainer, pl_module)
+
+
+class SelfPlaySnapshots(pl.Callback):
+    """Every ``every_n_steps`` updates, a frozen copy of the learner joins the self-play pool
+    (``opponents.SelfPlayPool``); with ``export_dir`` it is also written there as TorchScript
+    ``step-N.pt`` (the learner's side, like ``policy.pt``), for tournaments."""
+
+    def __init__(self, pool, every_n_steps: int, export_dir: str | Path | None = None):
+        self.pool, self.every = pool, every_n_steps
+        self.export_dir = Path(export_dir) if export_dir else None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step == 0 or step % self.every:
+            return
+        snap = self.pool.snapshot(step)
+        if self.export_dir is not None:
+            from battle_rl.networks import export_policy
+
+            export_policy(snap.net.net, self.export_dir / f"step-{step}.pt")
+        if trainer.logger:
+            played = [s for s in self.pool.snapshots if s.games]
+            metrics = {"self_play/pool_size": len(self.pool.snapshots)}
+            if played:  # the learner's mean score against the snapshots it has met
+                metrics["self_play/learner_score"] = (sum(s.score for s in played)
+                                                      / sum(s.games for s in played))
+            trainer.logger.log_metrics(metrics, step=step)

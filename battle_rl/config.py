@@ -13,7 +13,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-OPPONENT_NAMES = ("random", "pretrained", "final", "scripted")
+OPPONENT_NAMES = ("random", "pretrained", "final", "scripted", "self_play", "champion")
+# self-play needs a learner to copy: a training opponent only
+EVAL_OPPONENT_NAMES = tuple(n for n in OPPONENT_NAMES if n != "self_play")
+SELF_PLAY_SAMPLING = ("latest", "uniform", "win_rate")
 SWEEPS_DIR = CONF_DIR.parent / "multirun_sweeps"
 
 
@@ -80,14 +83,30 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "trainer.max_time", _is_duration, "a duration DD:HH:MM:SS, e.g. 00:00:05:00")
     if _get(cfg, "eval.opponents") is not None:
         for name in cfg.eval.opponents:
-            if name not in OPPONENT_NAMES:
-                raise ConfigError(f"eval.opponents: unknown opponent {name!r} "
-                                  f"(choose from: {', '.join(OPPONENT_NAMES)})")
+            _check_eval_opponent("eval.opponents", name)
     for name, w in (_get(cfg, "opponent.weights") or {}).items():
         if name not in OPPONENT_NAMES:
             raise ConfigError(f"opponent.weights.{name}: unknown opponent "
                               f"(choose from: {', '.join(OPPONENT_NAMES)})")
         _check(cfg, f"opponent.weights.{name}", lambda x: float(x) >= 0, "a weight >= 0")
+    _check(cfg, "self_play.every_n_steps", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, "self_play.pool_size", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, "self_play.sampling", lambda x: x in SELF_PLAY_SAMPLING,
+           "one of " + ", ".join(SELF_PLAY_SAMPLING))
+    _check(cfg, "hparams.both_teams", lambda x: isinstance(x, bool), "true or false")
+    if _get(cfg, "hparams.both_teams"):
+        _check(cfg, f"{h}.buffer_size", lambda x: x >= 325,
+               "an integer >= 325 with hparams.both_teams=true (two cycles of both teams)")
+
+
+def _check_eval_opponent(key: str, name: str) -> None:
+    if name == "self_play":
+        raise ConfigError(f"{key}: 'self_play' is a training opponent only (it needs a "
+                          f"learner to copy); evaluate against an exported snapshot with "
+                          f"python -m battle_rl.tournament")
+    if name not in EVAL_OPPONENT_NAMES:
+        raise ConfigError(f"{key}: unknown opponent {name!r} "
+                          f"(choose from: {', '.join(EVAL_OPPONENT_NAMES)})")
 
 
 def _is_duration(x) -> bool:
@@ -111,11 +130,9 @@ def validate_eval(cfg: DictConfig) -> None:
     _check(cfg, "threads", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     if not cfg.opponents:
         raise ConfigError("opponents=[] is not allowed: name at least one of "
-                          + ", ".join(OPPONENT_NAMES))
+                          + ", ".join(EVAL_OPPONENT_NAMES))
     for name in cfg.opponents:
-        if name not in OPPONENT_NAMES:
-            raise ConfigError(f"opponents: unknown opponent {name!r} "
-                              f"(choose from: {', '.join(OPPONENT_NAMES)})")
+        _check_eval_opponent("opponents", name)
 
 
 def validate_env(cfg: DictConfig) -> None:

@@ -4,6 +4,8 @@ Lightning's loop pulls batches; each pull first plays enough cycles (all learner
 batched, epsilon-greedy forward pass; the opponent likewise) to keep ``updates_per_cycle``
 updates per cycle, pushes the transitions into the replay buffer and samples a minibatch.
 It holds a reference to the learner (not a copy), so acting always uses the current network.
+With ``both_teams`` the other team's transitions are stored too, seen through the mirror (its
+views flipped, its actions mirrored), as if the learner had played them on its own side.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from torch.utils.data import IterableDataset
 from battle_rl.buffer import ReplayBuffer
 from battle_rl.env import N_ACTIONS, BattleEnv, other
 from battle_rl.opponents import Opponent
+from battle_rl.sides import ACTION_MIRROR, mirror_obs_hwc
+
+_MIRROR = np.array(ACTION_MIRROR)
 
 
 @dataclass
@@ -49,12 +54,17 @@ class RolloutDataset(IterableDataset):
         max_episodes: int | None = None,
         seed: int = 0,
         team: str = "blue",
+        both_teams: bool = False,
     ):
         super().__init__()
         self.env, self.opponent, self.learner, self.buffer = env, opponent, learner, buffer
         self.batch_size, self.epsilon_schedule = batch_size, epsilon
         self.updates_per_cycle, self.warmup = updates_per_cycle, max(warmup, batch_size)
         self.max_episodes, self.seed, self.team = max_episodes, seed, team
+        self.both_teams = both_teams
+        if buffer.n_agents != env.n_agents * (2 if both_teams else 1):
+            raise ValueError(f"the replay buffer needs {'2 x ' if both_teams else ''}"
+                             f"{env.n_agents} slots, it has {buffer.n_agents}")
         self.rng = np.random.default_rng(seed)
         # counters (saved with checkpoints, see state_dict)
         self.cycles = 0
@@ -83,11 +93,24 @@ class RolloutDataset(IterableDataset):
         actions[explore] = self.rng.integers(0, N_ACTIONS, int(explore.sum()))
         return actions
 
+    def _stored(self, per_team: dict, obs: bool = False, action: bool = False) -> np.ndarray:
+        """The rows the replay buffer gets: the learner's team, and with ``both_teams`` the
+        other team after them, mirrored to the learner's side."""
+        mine = per_team[self.team]
+        if not self.both_teams:
+            return mine
+        theirs = per_team[other(self.team)]
+        if obs:
+            theirs = mirror_obs_hwc(theirs)
+        if action:
+            theirs = _MIRROR[theirs]
+        return np.concatenate([mine, theirs])
+
     def _start_episode(self) -> None:
         self.opponent.new_episode()
         episode_seed = int(self.rng.integers(2**31 - 1))
         self.obs = self.env.reset(seed=episode_seed)
-        self.buffer.start_episode(self.obs[self.team], self.env.alive[self.team])
+        self.buffer.start_episode(self._stored(self.obs, obs=True), self._stored(self.env.alive))
         self._ep = {"reward": {"red": 0.0, "blue": 0.0}, "kills": {"red": 0, "blue": 0}}
 
     def play_cycle(self) -> None:
@@ -100,7 +123,9 @@ class RolloutDataset(IterableDataset):
             them: self.opponent.act(self.obs[them], alive[them]),
         }
         step = self.env.step(actions)
-        self.buffer.add(actions[me], step.reward[me], step.obs[me], step.died[me], step.alive[me])
+        self.buffer.add(self._stored(actions, action=True), self._stored(step.reward),
+                        self._stored(step.obs, obs=True), self._stored(step.died),
+                        self._stored(step.alive))
         self.cycles += 1
         self.agent_steps += int(alive[me].sum() + alive[them].sum())
         for t in ("red", "blue"):
@@ -114,6 +139,7 @@ class RolloutDataset(IterableDataset):
         n = self.env.n_agents
         ep = self._ep
         self.episodes += 1
+        self.opponent.end_episode(ep["kills"][self.team], ep["kills"][other(self.team)])
         self.last_episode = {
             "episode": self.episodes,
             "blue_reward": ep["reward"]["blue"] / n,

@@ -1,8 +1,9 @@
 """Batched evaluation: the course's protocol (Table I), many games stepped in lockstep.
 
-Blue is the evaluated policy, red an opponent. Several environments run side by side; at every
-cycle each team makes *one* forward pass over the observations of all its live agents in all
-running games. Kills follow the course's rule (a reward above 4.5), the verdict needs a margin
+Blue is the evaluated policy (a network, or any opponent-like policy: the tournament seats
+scripted, random and mirrored agents there too), red an opponent. Several environments run side
+by side; at every cycle each team makes *one* forward pass over the observations of all its
+live agents in all running games. Kills follow the course's rule (a reward above 4.5), the verdict needs a margin
 of 5 kills, rewards are summed per team and divided by the team size (81).
 """
 
@@ -17,11 +18,16 @@ import numpy as np
 from torch import nn
 
 from battle_rl.env import DEFAULT_REWARD, BattleEnv, winner
-from battle_rl.networks import greedy_actions
-from battle_rl.opponents import Opponent
+from battle_rl.opponents import NetOpponent, Opponent
 from battle_rl.plot import plot_table
 
 EVAL_OPPONENTS = ("random", "pretrained", "final")
+BLUE_STREAM = 2**31  # a random blue team draws from game seed + this, not red's stream
+
+
+def as_policy(player: nn.Module | Opponent, name: str = "blue") -> Opponent:
+    """A network becomes its greedy policy (used as it is: mode and weights untouched)."""
+    return player if isinstance(player, Opponent) else NetOpponent(player, name)
 
 
 @dataclass
@@ -63,8 +69,9 @@ class Evaluator:
             pool.append(BattleEnv(self.map_size, self.max_cycles, self.reward))
         return pool[:k]
 
-    def play(self, blue: nn.Module, red: Opponent, episodes: int, seed: int = 0
+    def play(self, blue: nn.Module | Opponent, red: Opponent, episodes: int, seed: int = 0
              ) -> list[EpisodeResult]:
+        blue = as_policy(blue)
         workers = min(self.workers, episodes)
         if workers == 1:
             return self._play(0, blue, red, list(range(episodes)), seed)
@@ -97,7 +104,7 @@ class Evaluator:
         merged = sorted((r for part in results for r in part), key=lambda r: r.seed)
         return merged
 
-    def _play(self, worker: int, blue: nn.Module, red: Opponent, episode_ids: list[int],
+    def _play(self, worker: int, blue: Opponent, red: Opponent, episode_ids: list[int],
               seed: int) -> list[EpisodeResult]:
         envs = self._envs(worker, min(self.n_envs, len(episode_ids)))
         todo = list(reversed(episode_ids))
@@ -109,6 +116,7 @@ class Evaluator:
             game_seed = seed + todo.pop()
             obs[i] = envs[i].reset(seed=game_seed)
             running[i] = {"seed": game_seed, "red": red.for_game(game_seed),
+                          "blue": blue.for_game(game_seed + BLUE_STREAM),
                           "reward": {"red": 0.0, "blue": 0.0}, "kills": {"red": 0, "blue": 0},
                           "agent_steps": 0}
 
@@ -118,16 +126,16 @@ class Evaluator:
         while running:
             ids = list(running)
             alive = {t: [envs[i].alive[t] for i in ids] for t in ("blue", "red")}
-            blue_acts = np.split(greedy_actions(blue, np.concatenate([obs[i]["blue"] for i in ids]),
-                                                np.concatenate(alive["blue"])), len(ids))
-            if red.stateless:  # one forward for the red teams of all games
-                red_acts = np.split(red.act(np.concatenate([obs[i]["red"] for i in ids]),
-                                            np.concatenate(alive["red"])), len(ids))
-            else:
-                red_acts = [running[i]["red"].act(obs[i]["red"], alive["red"][k])
-                            for k, i in enumerate(ids)]
+            acts = {}
+            for team, policy in (("blue", blue), ("red", red)):
+                if policy.stateless:  # one forward for this team in all games
+                    acts[team] = np.split(policy.act(np.concatenate([obs[i][team] for i in ids]),
+                                                     np.concatenate(alive[team])), len(ids))
+                else:
+                    acts[team] = [running[i][team].act(obs[i][team], alive[team][k])
+                                  for k, i in enumerate(ids)]
             for k, i in enumerate(ids):
-                step = envs[i].step({"blue": blue_acts[k], "red": red_acts[k]})
+                step = envs[i].step({"blue": acts["blue"][k], "red": acts["red"][k]})
                 game = running[i]
                 game["agent_steps"] += int(alive["blue"][k].sum() + alive["red"][k].sum())
                 for t in ("red", "blue"):

@@ -1,23 +1,30 @@
-"""Red-team policies: random, the course's networks, and a per-episode mix of them.
+"""Team policies: random, the course's networks, a scripted agent, self-play snapshots of the
+learner, the shipped champion, and a per-episode mix of them.
 
 An opponent maps a team's observations (N, 13, 13, 5) and alive mask (N,) to N actions, in
-one batched call. ``new_episode()`` lets a mix choose who plays the next episode.
+one batched call. ``new_episode()`` lets a mix choose who plays the next episode and
+``end_episode(learner_kills, opponent_kills)`` tells it how that episode went.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
-from battle_rl.config import OPPONENT_NAMES
-from battle_rl.env import N_ACTIONS, OBS_SHAPE
+from battle_rl.config import OPPONENT_NAMES, SELF_PLAY_SAMPLING
+from battle_rl.env import N_ACTIONS, OBS_SHAPE, winner
 from battle_rl.errors import ConfigError
-from battle_rl.networks import greedy_actions, load_course_net
+from battle_rl.networks import greedy_actions, load_course_net, load_policy
+from battle_rl.sides import ACTION_MIRROR, ATTACKS, MOVES, Mirrored, mirror_obs_hwc
 
 COURSE_FILES = {"pretrained": "red.pt", "final": "red_final.pt"}
 SOURCE = "https://github.com/giangbang/RL-final-project-AIT-3007"
+# the shipped champion (TorchScript, trained as blue); scripts/train_champion.py makes it
+CHAMPION_PATH = Path(__file__).resolve().parent / "assets" / "champion.pt"
+_MIRROR = np.array(ACTION_MIRROR)
 
 
 class Opponent:
@@ -30,6 +37,9 @@ class Opponent:
 
     def new_episode(self) -> None:
         """Called before each episode."""
+
+    def end_episode(self, learner_kills: int, opponent_kills: int) -> None:
+        """Called after each training episode with the learner's and this team's kills."""
 
     def for_game(self, seed: int) -> "Opponent":
         """The instance that plays one evaluation game (its own random stream, so results do
@@ -64,12 +74,13 @@ class RandomOpponent(Opponent):
 
 
 class NetOpponent(Opponent):
-    """Greedy actions of a Q-network (one forward for the whole team)."""
+    """Greedy actions of a Q-network (one forward for the whole team). The network is used
+    as given (pass it in eval mode): the evaluator wraps the learner's own network."""
 
     stateless = True
 
     def __init__(self, net: nn.Module, name: str):
-        self.net, self.name = net.eval(), name
+        self.net, self.name = net, name
 
     def act(self, obs, alive):
         return greedy_actions(self.net, obs, alive)
@@ -88,8 +99,6 @@ class ScriptedOpponent(Opponent):
     stateless = True
 
     def __init__(self, advance_dx: int = 1):
-        from battle_rl.sides import ATTACKS, MOVES
-
         self.advance_dx = advance_dx
         c = OBS_SHAPE[0] // 2
         self.neighbours = np.array([(c + dy, c + dx) for dy, dx in ATTACKS])
@@ -125,6 +134,126 @@ class ScriptedOpponent(Opponent):
         return np.where(adjacent.any(1), attack, move)
 
 
+class MirroredOpponent(Opponent):
+    """Any opponent seen through the left-right mirror, so that it plays the other team.
+    (For a network, ``NetOpponent(sides.Mirrored(net))`` does the same in one forward.)"""
+
+    def __init__(self, inner: Opponent):
+        self.inner, self.name, self.stateless = inner, inner.name, inner.stateless
+
+    def act(self, obs, alive):
+        return _MIRROR[self.inner.act(np.ascontiguousarray(mirror_obs_hwc(obs)), alive)]
+
+    def new_episode(self):
+        self.inner.new_episode()
+
+    def end_episode(self, learner_kills, opponent_kills):
+        self.inner.end_episode(learner_kills, opponent_kills)
+
+    def for_game(self, seed):
+        return MirroredOpponent(self.inner.for_game(seed))
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+
+class Snapshot:
+    """A frozen copy of the learner's network, mirrored to play red, and how the learner has
+    fared against it (score: 1 per win, 1/2 per draw)."""
+
+    def __init__(self, net: nn.Module, step: int, score: float = 0.0, games: int = 0):
+        self.net, self.step, self.score, self.games = net, step, score, games
+
+
+class SelfPlayPool(Opponent):
+    """Self-play: red plays frozen snapshots of the learner, one drawn per episode.
+
+    ``bind(net)`` gives the pool the learner's policy network (a reference);
+    ``snapshot(step)`` (called every K updates by ``callbacks.SelfPlaySnapshots``) adds a
+    deep copy of it, frozen, on the CPU, seen through ``sides.Mirrored`` since the learner is
+    trained as blue. The pool keeps the last ``pool_size``. ``sampling``:
+    - ``latest``: the newest snapshot;
+    - ``uniform``: any snapshot, equally likely;
+    - ``win_rate``: the snapshots the learner beats least, most often: weight ``(1 - s)^2``
+      with ``s`` the learner's mean score against it (one draw assumed before any game).
+    Until the first snapshot the pool plays random actions.
+    """
+
+    name = "self_play"
+
+    def __init__(self, sampling: str = "latest", pool_size: int = 20, seed: int | None = None):
+        if sampling not in SELF_PLAY_SAMPLING:
+            raise ConfigError(f"self_play.sampling={sampling!r} is not allowed: one of "
+                              f"{', '.join(SELF_PLAY_SAMPLING)}")
+        self.sampling, self.pool_size = sampling, int(pool_size)
+        self.rng = np.random.default_rng(seed)
+        self.random = RandomOpponent(seed)
+        self.learner: nn.Module | None = None
+        self.snapshots: list[Snapshot] = []
+        self.current: Snapshot | None = None
+
+    def bind(self, net: nn.Module) -> "SelfPlayPool":
+        self.learner = net
+        return self
+
+    def _frozen_copy(self) -> nn.Module:
+        if self.learner is None:
+            raise RuntimeError("SelfPlayPool.bind(net) must be called before snapshots")
+        net = copy.deepcopy(self.learner).cpu().eval().requires_grad_(False)
+        return Mirrored(net).eval()
+
+    def snapshot(self, step: int = 0) -> Snapshot:
+        snap = Snapshot(self._frozen_copy(), step)
+        self.snapshots = (self.snapshots + [snap])[-self.pool_size:]
+        return snap
+
+    def probabilities(self) -> np.ndarray:
+        n = len(self.snapshots)
+        if self.sampling == "latest":
+            return np.eye(n)[-1]
+        if self.sampling == "uniform":
+            return np.full(n, 1.0 / n)
+        s = np.array([(x.score + 0.5) / (x.games + 1) for x in self.snapshots])
+        w = (1.0 - s) ** 2 + 1e-6
+        return w / w.sum()
+
+    def new_episode(self):
+        if not self.snapshots:
+            self.current = None
+            return
+        self.current = self.snapshots[self.rng.choice(len(self.snapshots),
+                                                      p=self.probabilities())]
+
+    def end_episode(self, learner_kills, opponent_kills):
+        if self.current is not None:
+            verdict = winner(learner_kills, opponent_kills)  # the learner in blue's seat
+            self.current.score += {"blue": 1.0, "draw": 0.5, "red": 0.0}[verdict]
+            self.current.games += 1
+
+    def act(self, obs, alive):
+        if self.current is None:
+            return self.random.act(obs, alive)
+        return greedy_actions(self.current.net, obs, alive)
+
+    def state_dict(self):
+        return {"rng": self.rng.bit_generator.state, "random": self.random.state_dict(),
+                "snapshots": [{"weights": s.net.net.state_dict(), "step": s.step,
+                               "score": s.score, "games": s.games} for s in self.snapshots]}
+
+    def load_state_dict(self, state):
+        self.rng.bit_generator.state = state["rng"]
+        self.random.load_state_dict(state["random"])
+        self.snapshots = []
+        for s in state["snapshots"]:
+            net = self._frozen_copy()
+            net.net.load_state_dict(s["weights"])
+            self.snapshots.append(Snapshot(net, s["step"], s["score"], s["games"]))
+        self.current = None
+
+
 class MixOpponent(Opponent):
     """Samples one of its opponents per episode, with the given weights."""
 
@@ -142,6 +271,9 @@ class MixOpponent(Opponent):
     def new_episode(self):
         self.current = self.opponents[self.rng.choice(len(self.opponents), p=self.p)]
         self.current.new_episode()
+
+    def end_episode(self, learner_kills, opponent_kills):
+        self.current.end_episode(learner_kills, opponent_kills)
 
     def act(self, obs, alive):
         return self.current.act(obs, alive)
@@ -168,29 +300,53 @@ def course_file(name: str, opponents_dir: str | Path) -> Path:
     return path
 
 
+def champion_file() -> Path:
+    """The shipped champion, or a clear error saying how to make it."""
+    if not CHAMPION_PATH.is_file():
+        raise FileNotFoundError(
+            f"opponent 'champion' needs {CHAMPION_PATH}, which is missing: train it with "
+            f"`python scripts/train_champion.py --install` (see the README's League section)"
+        )
+    return CHAMPION_PATH
+
+
 def check_opponent(name: str, opponents_dir: str | Path) -> None:
     """Fail early, before any environment exists, if an opponent cannot be built."""
     if name in COURSE_FILES:
         course_file(name, opponents_dir)
+    elif name == "champion":
+        champion_file()
     elif name not in OPPONENT_NAMES:
         raise ConfigError(f"unknown opponent '{name}' (choose from: {', '.join(OPPONENT_NAMES)})")
 
 
-def make_opponent(name: str, opponents_dir: str | Path, seed: int | None = None) -> Opponent:
-    """An opponent for the red team, by name."""
+def make_opponent(name: str, opponents_dir: str | Path, seed: int | None = None,
+                  self_play: dict | None = None) -> Opponent:
+    """An opponent for the red team, by name (``self_play``: the pool's settings)."""
     check_opponent(name, opponents_dir)
     if name == "random":
         return RandomOpponent(seed)
     if name == "scripted":
         return ScriptedOpponent(advance_dx=+1)  # red starts at small x
+    if name == "self_play":
+        return SelfPlayPool(seed=seed, **(self_play or {}))
+    if name == "champion":  # trained as blue: plays red through the mirror
+        return NetOpponent(Mirrored(load_policy(champion_file())).eval(), name)
     return NetOpponent(load_course_net(course_file(name, opponents_dir)), name)
 
 
-def make_mix(weights: dict[str, float], opponents_dir, seed: int | None = None) -> Opponent:
+def make_mix(weights: dict[str, float], opponents_dir, seed: int | None = None,
+             self_play: dict | None = None) -> Opponent:
     names = [n for n, w in weights.items() if w > 0]
     if not names:
         raise ValueError("opponent.weights: at least one weight must be positive")
+    opponents = [make_opponent(n, opponents_dir, seed, self_play) for n in names]
     if len(names) == 1:
-        return make_opponent(names[0], opponents_dir, seed)
-    opponents = [make_opponent(n, opponents_dir, seed) for n in names]
+        return opponents[0]
     return MixOpponent(opponents, [weights[n] for n in names], seed)
+
+
+def find_pool(opponent: Opponent) -> SelfPlayPool | None:
+    """The self-play pool inside an opponent (itself or a member of a mix), if any."""
+    members = opponent.opponents if isinstance(opponent, MixOpponent) else [opponent]
+    return next((o for o in members if isinstance(o, SelfPlayPool)), None)

@@ -16,14 +16,14 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from battle_rl.callbacks import EvalCallback, GracefulStop, ReplayCheckpoint
+from battle_rl.callbacks import EvalCallback, GracefulStop, ReplayCheckpoint, SelfPlaySnapshots
 from battle_rl.config import ConfigError, validate_train
 from battle_rl.display import BattleProgressBar, print_config
 from battle_rl.env import BattleEnv
 from battle_rl.evaluation import evaluate, format_table, write_eval_json
 from battle_rl.loggers import check_writable, close_logger, make_loggers
 from battle_rl.networks import export_policy
-from battle_rl.opponents import check_opponent, make_mix, make_opponent
+from battle_rl.opponents import check_opponent, find_pool, make_mix, make_opponent
 from battle_rl.plot import plot_table
 from battle_rl.resume import check_compatible, find_checkpoint, load_replay
 
@@ -82,7 +82,11 @@ def build(cfg: DictConfig, run_dir: Path):
         max_grad_norm=hp.max_grad_norm, _recursive_=False,
     )
     env = BattleEnv(cfg.env.map_size, cfg.env.max_cycles, dict(cfg.reward))
-    opponent = make_mix(dict(cfg.opponent.weights), odir, seed=cfg.seed)
+    opponent = make_mix(dict(cfg.opponent.weights), odir, seed=cfg.seed,
+                        self_play=self_play_settings(cfg))
+    pool = find_pool(opponent)
+    if pool is not None:
+        pool.bind(module.policy_net())  # snapshots copy the learner's network
     dataset = module.make_dataset(env, opponent, hp, seed=cfg.seed)
     module.rollout = dataset
     eval_cb = None
@@ -111,6 +115,20 @@ def _video_settings(eval_cfg: DictConfig):
     from battle_rl.video import VideoSettings  # rendering code only when videos are on
 
     return VideoSettings.from_config(eval_cfg)
+
+
+def self_play_settings(cfg: DictConfig) -> dict:
+    sp = cfg.get("self_play") or {}
+    return {k: sp[k] for k in ("sampling", "pool_size") if k in sp}
+
+
+def self_play_callback(cfg: DictConfig, dataset, run_dir: Path) -> SelfPlaySnapshots | None:
+    pool = find_pool(dataset.opponent)
+    if pool is None:
+        return None
+    sp = cfg.get("self_play") or {}
+    return SelfPlaySnapshots(pool, int(sp.get("every_n_steps", 500)),
+                             run_dir / "snapshots" if sp.get("export", True) else None)
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -153,6 +171,9 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
             callbacks.append(ReplayCheckpoint(dataset.buffer, ckpt_dir))
         if eval_cb is not None:
             callbacks.append(eval_cb)
+        snapshots = self_play_callback(cfg, dataset, run_dir)
+        if snapshots is not None:
+            callbacks.append(snapshots)
         callbacks += extra_callbacks or []
         if cfg.trainer.get("enable_progress_bar", True):
             callbacks.append(BattleProgressBar())

@@ -127,7 +127,7 @@ TRAIN_BAD = [
     (["seed=-1"], "seed=-1"),
     (["threads=0"], "threads=0"),
     (["trainer.max_time=soon"], "trainer.max_time='soon'"),
-    (["+opponent.weights.champion=1"], "opponent.weights.champion: unknown opponent"),
+    (["+opponent.weights.boss=1"], "opponent.weights.boss: unknown opponent"),
     (["eval.opponents=[random,boss]"], "unknown opponent 'boss'"),
     (["opponent=pretrained", "opponents_dir=/nonexistent"], "needs red.pt in opponents_dir"),
     (["logger=wandb", "logger.mode=online"], "needs a W&B API key"),

@@ -59,18 +59,21 @@ class DQN(pl.LightningModule):
 
     # -- the algorithm interface (see battle_rl.algos) ---------------------------------
     def make_dataset(self, env, opponent, hparams, seed: int) -> RolloutDataset:
-        """Per-agent transitions of the whole team into one replay buffer."""
+        """Per-agent transitions of the whole team (both teams with ``hparams.both_teams``)
+        into one replay buffer."""
+        both = bool(hparams.get("both_teams", False))
         return RolloutDataset(
             env=env,
             opponent=opponent,
             learner=self,
-            buffer=ReplayBuffer(hparams.buffer_size, env.n_agents, seed=seed),
+            buffer=ReplayBuffer(hparams.buffer_size, env.n_agents * (2 if both else 1), seed=seed),
             batch_size=hparams.batch_size,
             epsilon=EpsilonSchedule(**hparams.epsilon),
             updates_per_cycle=hparams.updates_per_cycle,
             warmup=hparams.warmup,
             max_episodes=hparams.episodes,
             seed=seed,
+            both_teams=both,
         )
 
     @classmethod
