@@ -25,7 +25,7 @@ VARIANTS = {
     "tau=0.005 (the report's)": ["hparams.tau=0.005"],
     "algo=dqn (plain max target)": ["algo=dqn"],
     "updates_per_cycle=2": ["hparams.updates_per_cycle=2"],
-    "threads=1": ["threads=1"],
+    "threads=2": ["threads=2"],
 }
 
 
