@@ -19,12 +19,15 @@ class EvalCallback(pl.Callback):
     Logs ``eval/win_rate/<opponent>``, keeps the best policy weights (highest worst-case win
     rate, then kill margin), appends to ``eval_history.jsonl`` and, with ``stop_win_rate``,
     stops training after ``patience`` evaluations in a row at or above it against every
-    opponent. Time spent here is measured, so training time can be reported without it.
+    opponent. Time spent here is measured, so training time can be reported without it;
+    ``max_train_seconds`` ends training once that much training time (evaluation excluded)
+    has passed, so that runs with different evaluation costs get the same training budget.
     """
 
     def __init__(self, opponents: dict[str, Opponent], every_n_steps: int, episodes: int,
                  max_cycles: int, seed: int = 10_000, stop_win_rate: float | None = None,
-                 patience: int = 1, n_envs: int = 15, history_path: str | Path | None = None):
+                 patience: int = 1, n_envs: int = 15, history_path: str | Path | None = None,
+                 max_train_seconds: float | None = None):
         self.opponents, self.every, self.episodes = opponents, every_n_steps, episodes
         self.seed, self.stop_win_rate, self.patience = seed, stop_win_rate, patience
         self.evaluator = Evaluator(max_cycles=max_cycles, n_envs=n_envs)
@@ -34,6 +37,7 @@ class EvalCallback(pl.Callback):
         self.best_step: int | None = None
         self.eval_seconds = 0.0
         self.streak = 0
+        self.max_train_seconds = max_train_seconds
         self._start = None
 
     def on_train_start(self, trainer, pl_module):
@@ -49,6 +53,8 @@ class EvalCallback(pl.Callback):
         step = trainer.global_step
         if self.every > 0 and step > 0 and step % self.every == 0:
             self.run(trainer, pl_module)
+        if self.max_train_seconds is not None and self.train_seconds() >= self.max_train_seconds:
+            trainer.should_stop = True
 
     def run(self, trainer, pl_module) -> dict:
         t0 = time.perf_counter()

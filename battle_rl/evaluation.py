@@ -79,8 +79,9 @@ class Evaluator:
             for team, policy in (("blue", blue), ("red", red)):
                 team_obs = np.concatenate([obs[i][team] for i in ids])
                 alive = np.concatenate([envs[i].alive[team] for i in ids])
-                if team == "blue":
-                    acts = greedy_actions(policy, team_obs, alive)
+                if team == "blue":  # slot ids, for policies with an agent-id embedding
+                    slots = np.tile(np.arange(envs[ids[0]].n_agents), len(ids))
+                    acts = greedy_actions(policy, team_obs, alive, slots)
                 else:
                     acts = policy.act(team_obs, alive)
                 actions[team] = np.split(acts, len(ids))

@@ -73,6 +73,7 @@ def build(cfg: DictConfig, run_dir: Path):
             stop_win_rate=cfg.eval.stop_win_rate,
             patience=cfg.eval.patience,
             history_path=run_dir / "eval_history.jsonl",
+            max_train_seconds=cfg.eval.get("max_train_seconds"),
         )
     return module, dataset, eval_cb
 
