@@ -154,7 +154,6 @@ class TeamReplayBuffer:
         self.alive = np.zeros((capacity, n_agents), bool)
         self.action = np.zeros((capacity, n_agents), np.uint8)
         self.reward = np.zeros(capacity, np.float32)
-        self.agent_reward = np.zeros((capacity, n_agents), np.float32)  # for diagnostics/aux
         self.done = np.zeros(capacity, bool)
         self.next = np.zeros(capacity, np.int32)
         self.ready = np.zeros(capacity, bool)
@@ -168,8 +167,8 @@ class TeamReplayBuffer:
 
     @property
     def bytes_per_row(self) -> int:
-        arrays = (self.obs, self.state, self.alive, self.action, self.reward,
-                  self.agent_reward, self.done, self.next, self.ready)
+        arrays = (self.obs, self.state, self.alive, self.action, self.reward, self.done,
+                  self.next, self.ready)
         return sum(a.nbytes for a in arrays) // self.capacity
 
     def _write(self, obs: np.ndarray, alive: np.ndarray, state: np.ndarray | None) -> int:
@@ -197,7 +196,6 @@ class TeamReplayBuffer:
             return
         acted = self.alive[row]
         self.action[row] = np.where(acted, action, 0)
-        self.agent_reward[row] = np.where(acted, reward, 0.0)
         total = float(reward[acted].sum())
         self.reward[row] = total if self.team_reward == "sum" else total / self.n_agents
         terminal = not alive_next.any()
@@ -222,7 +220,6 @@ class TeamReplayBuffer:
             "alive": self.alive[idx],
             "action": self.action[idx].astype(np.int64),
             "reward": self.reward[idx],
-            "agent_reward": self.agent_reward[idx],
             "next_obs": self.obs[nxt],
             "next_state": self.state[nxt],
             # a terminal step has no next agents: nothing to evaluate there
@@ -231,8 +228,7 @@ class TeamReplayBuffer:
         }
 
     # -- persistence (resume) ------------------------------------------------------------
-    _ARRAYS = ("obs", "state", "alive", "action", "reward", "agent_reward", "done", "next",
-               "ready")
+    _ARRAYS = ("obs", "state", "alive", "action", "reward", "done", "next", "ready")
 
     def state_dict(self) -> dict:
         return {k: getattr(self, k) for k in self._ARRAYS} | {

@@ -185,7 +185,6 @@ class TestTeamBuffer:
         assert first.any() and (~first).any()
         f, s = {k: v[first][0] for k, v in b.items()}, {k: v[~first][0] for k, v in b.items()}
         assert f["reward"] == pytest.approx(2.5) and not f["done"]
-        assert np.allclose(f["agent_reward"], [1.0, -0.5, 2.0, 0.0])
         assert f["alive"].all() and (f["next_alive"] == [True, False, True, True]).all()
         assert f["state"][0, 0, 4] == 1 and f["next_state"][0, 0, 4] == 2
         assert (f["next_obs"][:, 0, 0, 2] == 2).all() and (f["action"] == [1, 2, 3, 4]).all()
@@ -225,7 +224,6 @@ def fake_team_batch(b=3, seed=0):
         "state": q(rng.integers(0, 2, (b, 45, 45, 5)).astype(np.uint8) * 100),
         "alive": q(alive), "action": q(rng.integers(0, 21, (b, N))),
         "reward": q(rng.normal(size=b).astype(np.float32)),
-        "agent_reward": q((rng.normal(size=(b, N)) * alive).astype(np.float32)),
         "next_obs": q(rng.integers(0, 101, (b, N, *OBS_SHAPE)).astype(np.uint8)),
         "next_state": q(rng.integers(0, 2, (b, 45, 45, 5)).astype(np.uint8) * 100),
         "next_alive": q(next_alive), "done": q(np.array([False, True, False][:b])),
@@ -263,32 +261,6 @@ def test_td_loss_matches_a_per_agent_computation(mixer, double):
         y = batch["reward"][i] + 0.9 * (1 - float(batch["done"][i])) * ntot
         losses.append(torch.nn.functional.smooth_l1_loss(tot, y.detach()))
     assert torch.allclose(loss, torch.stack(losses).mean(), atol=1e-5)
-
-
-def test_agent_td_term_is_each_agents_own_td_error():
-    """The optional auxiliary term: alive agents' q_i(s, a_i) against r_i + gamma q_i'(s', a*),
-    no bootstrap where the agent has no next step; off by default."""
-    torch.manual_seed(0)
-    batch = fake_team_batch()
-    base = QMIX(mixer="vdn", network={"id_embedding": 4})
-    aux = QMIX(mixer="vdn", network={"id_embedding": 4}, agent_td_weight=0.5)
-    aux.load_state_dict(base.state_dict())
-    for m in (base, aux):
-        m._log_step = lambda *a: None
-    extra = aux.training_step(batch, 0) - base.training_step(batch, 0)
-    alive, nxt = batch["alive"], batch["next_alive"]
-    losses = []
-    with torch.no_grad():
-        for i, j in zip(*alive.nonzero(as_tuple=True)):
-            jid = torch.tensor([j])
-            pre = lambda o: o.permute(2, 0, 1).float().unsqueeze(0) / 100  # noqa: E731
-            q = aux.agent_net(pre(batch["obs"][i, j]), jid)[0, batch["action"][i, j]]
-            y = batch["agent_reward"][i, j]
-            if nxt[i, j]:
-                a = aux.agent_net(pre(batch["next_obs"][i, j]), jid).argmax(1)
-                y = y + 0.9 * aux.target_agent(pre(batch["next_obs"][i, j]), jid)[0, a]
-            losses.append(torch.nn.functional.smooth_l1_loss(q, y.reshape(())))
-    assert torch.allclose(extra, 0.5 * torch.stack(losses).mean(), atol=1e-5)
 
 
 def test_registry_knows_every_algorithm():

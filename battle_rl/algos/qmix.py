@@ -34,7 +34,6 @@ class QMIX(pl.LightningModule):
         network: dict | None = None,
         mixer_net: dict | None = None,
         team_reward: str = "sum",
-        agent_td_weight: float = 0.0,
         n_agents: int = 81,
         state_shape: tuple = (45, 45, 5),
         gamma: float = 0.9,
@@ -125,8 +124,6 @@ class QMIX(pl.LightningModule):
             target = batch["reward"] + hp.gamma * (1.0 - batch["done"].float()) * next_tot
 
         loss = F.smooth_l1_loss(q_tot, target)
-        if hp.agent_td_weight > 0:  # optional: each agent's own TD error too (not QMIX/VDN)
-            loss = loss + hp.agent_td_weight * self.agent_td_loss(batch, chosen, next_chosen)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite TD loss ({loss.item()}) at step {self.global_step}: lower the "
@@ -135,14 +132,6 @@ class QMIX(pl.LightningModule):
         if self.global_step % hp.log_every == 0:
             self._log_step(loss, q_tot, q_alive)
         return loss
-
-    def agent_td_loss(self, batch, chosen, next_chosen) -> torch.Tensor:
-        """Independent learners' loss on the same batch: q_i(s, a_i) against the agent's own
-        reward r_i + gamma * q_i'(s', a_i*) (0 where the agent has no next step). An auxiliary
-        term, off by default (``agent_td_weight``); see the README for what it measures."""
-        alive = batch["alive"]
-        target = batch["agent_reward"] + self.hparams.gamma * next_chosen
-        return F.smooth_l1_loss(chosen[alive], target[alive])
 
     def _log_step(self, loss, q_tot, q_alive) -> None:
         metrics = {"train/td_loss": loss.detach(), "train/q_mean": q_tot.detach().mean(),
