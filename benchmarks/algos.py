@@ -9,6 +9,7 @@ stays on (two evaluations in a row at 10/10 against everyone), so a solved run e
     python benchmarks/algos.py                          # 3 algorithms x 3 seeds, 300 s each
     python benchmarks/algos.py --budget 120 --seeds 0   # a quick look
     python benchmarks/algos.py --algos qmix --extra qmix:hparams.lr=3e-4
+    python benchmarks/algos.py --algos vdn --keep       # re-run VDN, keep the other results
 
 Writes ``benchmarks/results/algos.json`` (every run: curve, final table, command) and
 ``benchmarks/results/algos.md`` (the summary table), and prints the table. Runs go one after
@@ -77,14 +78,14 @@ def summarize(records: list[dict], budget: float) -> str:
     lines = [f"Budget: {budget:g} s of training per run (evaluation excluded); final Table I "
              f"with the kept policy, wins out of 30 per opponent.", "",
              "| algo | seed | wins random | wins pretrained | wins final | 30/30 all | "
-             "first 10/10 all at (s) | trained (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "first 10/10 all at (s) | trained (s) | updates |",
+             "|---|---|---|---|---|---|---|---|---|"]
     by_algo: dict[str, list[dict]] = {}
     for r in records:
         by_algo.setdefault(r["algo"], []).append(r)
         if r.get("returncode"):
             lines.append(f"| {r['algo']} | {r['seed']} | failed (exit {r['returncode']}) "
-                         f"| | | | | |")
+                         f"| | | | | | |")
             continue
         final = r.get("final", {})
         wins = [final.get(o, {}).get("win", "-") for o in OPPONENTS]
@@ -92,7 +93,7 @@ def summarize(records: list[dict], budget: float) -> str:
         first = r["first_all_wins_seconds"]
         lines.append(f"| {r['algo']} | {r['seed']} | {wins[0]} | {wins[1]} | {wins[2]} | "
                      f"{'yes' if full else 'no'} | {first if first is not None else 'never'} | "
-                     f"{r['train_seconds']} |")
+                     f"{r['train_seconds']} | {r['curve'][-1]['step'] if r['curve'] else 0} |")
     lines += ["", "| algo | runs 30/30 against all three | median first 10/10 all (s) |",
               "|---|---|---|"]
     for algo, rs in by_algo.items():
@@ -103,6 +104,15 @@ def summarize(records: list[dict], budget: float) -> str:
             f"not reached in {len(rs) - len(firsts)} of {len(rs)}"
         lines.append(f"| {algo} | {ok}/{len(rs)} | {med} |")
     return "\n".join(lines)
+
+
+def write_report(out: Path, name: str, metas: list[dict], records: list[dict], budget: float):
+    table = summarize(records, budget)
+    commands = "\n".join(f"- `{m['command']}` (load average at the end: "
+                         f"{', '.join(f'{x:.1f}' for x in m['load_average_at_end'])})"
+                         for m in metas)
+    (out / f"{name}.md").write_text(f"Commands:\n{commands}\n\n{table}\n")
+    print(table)
 
 
 def main() -> None:
@@ -117,23 +127,40 @@ def main() -> None:
                    help="ALGO:key=value override for one algorithm (repeatable)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--name", default="algos", help="results file stem")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rewrite the markdown table from the results file")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the other runs already in the results file (same budget)")
     args = p.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
+    out = Path(args.out)
+    if args.report_only:  # rewrite the markdown table from the results file
+        data = json.loads((out / f"{args.name}.json").read_text())
+        write_report(out, args.name, data["meta"], data["runs"],
+                     data["meta"][0]["budget_seconds"])
+        return
     extra = {a: [e.split(":", 1)[1] for e in args.extra if e.split(":", 1)[0] == a]
              for a in args.algos}
     jobs = [(a, s) for a in args.algos for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         records = list(pool.map(lambda j: run_one(j[0], j[1], args, extra[j[0]]), jobs))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"budget_seconds": args.budget, "seeds": args.seeds, "threads": args.threads,
             "jobs": args.jobs, "cpu_count": os.cpu_count(),
             "load_average_at_end": os.getloadavg(),
             "command": "python benchmarks/algos.py " + " ".join(sys.argv[1:])}
-    (out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "runs": records}, indent=1))
-    table = summarize(records, args.budget)
-    (out / f"{args.name}.md").write_text(f"Command: `{meta['command']}`\n\n{table}\n")
-    print(table)
+    path = out / f"{args.name}.json"
+    metas = [meta]
+    if args.keep and path.exists():  # re-ran some runs: keep the others of the same budget
+        old = json.loads(path.read_text())
+        if old["meta"][0]["budget_seconds"] == args.budget:
+            done = {(r["algo"], r["seed"]) for r in records}
+            records = [r for r in old["runs"] if (r["algo"], r["seed"]) not in done] + records
+            metas = old["meta"] + metas
+    order = {a: i for i, a in enumerate(["ddqn", "dqn", "vdn", "qmix"])}
+    records.sort(key=lambda r: (order.get(r["algo"], 9), r["algo"], r["seed"]))
+    path.write_text(json.dumps({"meta": metas, "runs": records}, indent=1))
+    write_report(out, args.name, metas, records, args.budget)
     for r in records:
         if r.get("returncode"):
             print(f"\n{r['algo']} seed {r['seed']} failed:\n{r['error']}", file=sys.stderr)

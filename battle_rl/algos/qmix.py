@@ -134,8 +134,9 @@ class QMIX(pl.LightningModule):
         return loss
 
     def _log_step(self, loss, q_tot, q_alive) -> None:
+        # q_mean is the team value Q_tot, as DDQN's q_mean is its per-agent value
         metrics = {"train/td_loss": loss.detach(), "train/q_mean": q_tot.detach().mean(),
-                   "train/q_agent_mean": q_alive.detach().max(1).values.mean()}
+                   "train/agent_q_max": q_alive.detach().max(1).values.mean()}
         if self.rollout is not None:
             metrics.update(self.rollout.log_metrics())
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(q_tot))
