@@ -20,7 +20,9 @@ class EvalCallback(pl.Callback):
     Logs ``eval/win_rate/<opponent>``, keeps the best policy weights (highest worst-case win
     rate, then kill margin), appends to ``eval_history.jsonl`` and, with ``stop_win_rate``,
     stops training after ``patience`` evaluations in a row at or above it against every
-    opponent. Time spent here is measured, so training time can be reported without it.
+    opponent. Time spent here is measured, so training time can be reported without it;
+    ``max_train_seconds`` ends training once that much training time (evaluation excluded)
+    has passed, so that runs with different evaluation costs get the same training budget.
     With ``video_every``, every that many evaluations a battle against ``video_opponent`` (the
     last opponent by default) is rendered and logged to W&B as a video.
     """
@@ -30,7 +32,7 @@ class EvalCallback(pl.Callback):
                  patience: int = 1, n_envs: int = 15, workers: int = 1,
                  history_path: str | Path | None = None,
                  video_every: int = 0, video=None, video_opponent: str | None = None,
-                 video_dir: str | Path = "videos"):
+                 video_dir: str | Path = "videos", max_train_seconds: float | None = None):
         self.opponents, self.every, self.episodes = opponents, every_n_steps, episodes
         self.seed, self.stop_win_rate, self.patience = seed, stop_win_rate, patience
         self.evaluator = Evaluator(max_cycles=max_cycles, n_envs=n_envs, workers=workers)
@@ -40,6 +42,7 @@ class EvalCallback(pl.Callback):
         self.best_step: int | None = None
         self.eval_seconds = 0.0
         self.streak = 0
+        self.max_train_seconds = max_train_seconds
         self._start = None
         # a battle video to W&B every `video_every` evaluations (settings: battle_rl.video)
         self.video_every, self.video, self.video_dir = video_every, video, Path(video_dir)
@@ -67,6 +70,8 @@ class EvalCallback(pl.Callback):
         step = trainer.global_step
         if self.every > 0 and step > 0 and step % self.every == 0:
             self.run(trainer, pl_module)
+        if self.max_train_seconds is not None and self.train_seconds() >= self.max_train_seconds:
+            trainer.should_stop = True
 
     def run(self, trainer, pl_module) -> dict:
         t0 = time.perf_counter()

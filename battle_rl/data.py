@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from battle_rl.buffer import ReplayBuffer
+from battle_rl.buffer import ReplayBuffer, TeamReplayBuffer
 from battle_rl.env import N_ACTIONS, BattleEnv, other
 from battle_rl.opponents import Opponent
 from battle_rl.sides import ACTION_MIRROR, mirror_obs_hwc
@@ -217,3 +217,21 @@ class RolloutDataset(IterableDataset):
         self.opponent.load_state_dict(state["opponent"])
         self.last_episode = state["last_episode"]
         self.obs = None  # the game itself cannot be saved: a resumed run starts a new episode
+
+
+class TeamRolloutDataset(RolloutDataset):
+    """The same rollout stream over whole team steps, for VDN and QMIX.
+
+    Acting is unchanged (one batched, per-agent epsilon-greedy forward for the team); the
+    buffer is a :class:`~battle_rl.buffer.TeamReplayBuffer` that reads the global state from
+    this dataset's environment, so a batch holds ``batch_size`` team steps (81 slots each).
+    """
+
+    def __init__(self, env: BattleEnv, opponent: Opponent, learner, capacity: int,
+                 batch_size: int, epsilon: EpsilonSchedule, team_reward: str = "sum",
+                 seed: int = 0, **kwargs):
+        state_shape = (env.map_size, env.map_size, 5)
+        buffer = TeamReplayBuffer(capacity, env.n_agents, state_shape, state_fn=env.state,
+                                  team_reward=team_reward, seed=seed)
+        super().__init__(env=env, opponent=opponent, learner=learner, buffer=buffer,
+                         batch_size=batch_size, epsilon=epsilon, seed=seed, **kwargs)

@@ -14,6 +14,7 @@ import numpy as np
 TEAMS = ("red", "blue")
 OBS_SHAPE = (13, 13, 5)
 N_ACTIONS = 21
+TEAM_SIZE = 81  # agents per team on the 45x45 map (slot ids 0..80)
 KILL_THRESHOLD = 4.5  # the course's rule: a reward above 4.5 is a kill (kill reward is 5)
 
 DEFAULT_REWARD = dict(

@@ -209,16 +209,28 @@ def net_device(net: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def q_values(net: nn.Module, obs_hwc: np.ndarray) -> torch.Tensor:
-    """Action values for a batch of HWC observations, (N, 13, 13, 5) -> (N, 21), one forward."""
+def q_values(net: nn.Module, obs_hwc: np.ndarray, agent_ids: np.ndarray | None = None
+             ) -> torch.Tensor:
+    """Action values for a batch of HWC observations, (N, 13, 13, 5) -> (N, 21), one forward.
+
+    ``agent_ids`` (N,) are passed as the second argument to networks that declare
+    ``uses_agent_id`` (the agent network of VDN/QMIX); other networks get one argument.
+    """
     x = torch.from_numpy(obs_hwc).to(net_device(net)).permute(0, 3, 1, 2)
     with torch.inference_mode():
+        if agent_ids is not None and getattr(net, "uses_agent_id", False):
+            return net(x, torch.from_numpy(np.asarray(agent_ids, np.int64)).to(x.device))
         return net(x)
 
 
-def greedy_actions(net: nn.Module, obs_hwc: np.ndarray, alive: np.ndarray) -> np.ndarray:
-    """argmax actions for the alive slots (one batched forward); 0 for dead slots."""
+def greedy_actions(net: nn.Module, obs_hwc: np.ndarray, alive: np.ndarray,
+                   agent_ids: np.ndarray | None = None) -> np.ndarray:
+    """argmax actions for the alive slots (one batched forward); 0 for dead slots.
+
+    ``agent_ids`` (N,): each row's agent index (its slot), for networks that use it.
+    """
     actions = np.zeros(len(obs_hwc), np.int64)
     if alive.any():
-        actions[alive] = q_values(net, obs_hwc[alive]).argmax(1).cpu().numpy()
+        ids = None if agent_ids is None else np.asarray(agent_ids)[alive]
+        actions[alive] = q_values(net, obs_hwc[alive], ids).argmax(1).cpu().numpy()
     return actions

@@ -15,7 +15,7 @@ import numpy as np
 from torch import nn
 
 from battle_rl.config import OPPONENT_NAMES, SELF_PLAY_SAMPLING
-from battle_rl.env import N_ACTIONS, OBS_SHAPE, winner
+from battle_rl.env import N_ACTIONS, OBS_SHAPE, TEAM_SIZE, winner
 from battle_rl.errors import ConfigError
 from battle_rl.networks import greedy_actions, load_course_net, load_policy
 from battle_rl.sides import ACTION_MIRROR, ATTACKS, MOVES, Mirrored, mirror_obs_hwc
@@ -83,7 +83,9 @@ class NetOpponent(Opponent):
         self.net, self.name = net, name
 
     def act(self, obs, alive):
-        return greedy_actions(self.net, obs, alive)
+        # observations come in whole teams (one block of TEAM_SIZE slots per game): the slot
+        # index is the agent id for networks with an agent-id embedding (VDN/QMIX)
+        return greedy_actions(self.net, obs, alive, np.arange(len(obs)) % TEAM_SIZE)
 
 
 class ScriptedOpponent(Opponent):

@@ -105,6 +105,7 @@ def build(cfg: DictConfig, run_dir: Path):
             video=_video_settings(cfg.eval),
             video_opponent=cfg.eval.video_opponent,
             video_dir=run_dir / "videos",
+            max_train_seconds=cfg.eval.get("max_train_seconds"),
         )
     return module, dataset, eval_cb
 

@@ -20,6 +20,8 @@ import torch
 ALGORITHMS = {
     "ddqn": "battle_rl.algos.ddqn:DQN",
     "dqn": "battle_rl.algos.ddqn:DQN",
+    "qmix": "battle_rl.algos.qmix:QMIX",
+    "vdn": "battle_rl.algos.qmix:QMIX",
 }
 
 
