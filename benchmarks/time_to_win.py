@@ -30,6 +30,7 @@ class StopAfterWin(pl.Callback):
     def __init__(self, factor: float, cap_seconds: float):
         self.factor, self.cap = factor, cap_seconds
         self.win_seconds = self.win_step = None
+        self.stop_seconds = None  # training time (evaluation excluded) when it stopped
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         ev = trainer.eval_callback
@@ -37,8 +38,9 @@ class StopAfterWin(pl.Callback):
                 and ev.best_step == trainer.global_step:
             self.win_seconds, self.win_step = ev.train_seconds(), trainer.global_step
         limit = self.cap if self.win_seconds is None else self.factor * self.win_seconds
-        if ev.train_seconds() >= limit:
+        if ev.train_seconds() >= limit and self.stop_seconds is None:
             trainer.should_stop = True
+            self.stop_seconds = ev.train_seconds()
 
 
 class FinalWeights(pl.Callback):
@@ -70,7 +72,7 @@ def run(seed: int, overrides: list[str], every: int, factor: float, cap: float,
         "seed": seed,
         "seconds_to_30_of_30": stop.win_seconds,
         "steps_to_30_of_30": stop.win_step,
-        "trained_seconds": summary["train_seconds"],
+        "trained_seconds": stop.stop_seconds,
         "trained_steps": summary["steps"],
         "wall_seconds_with_evaluations": wall,
         "final_weights": ({k: [v["win"], v["draw"], v["lose"]] for k, v in final.table.items()}
