@@ -65,8 +65,9 @@ class BattleProgressBar(RichProgressBar):
         if self._mark is None:
             self._mark = (now, step, agent_steps)
         t0, step0, agent0 = self._mark
-        if now - t0 >= self.rate_window:
+        if step > step0:  # shown from the second update on, even in a run shorter than a window
             self._rates = {"upd/s": f"{(step - step0) / (now - t0):.0f}",
                            "agent-steps/s": f"{(agent_steps - agent0) / (now - t0):,.0f}"}
+        if now - t0 >= self.rate_window:
             self._mark = (now, step, agent_steps)
         return self._rates
