@@ -21,7 +21,35 @@ def quantize(obs: np.ndarray) -> np.ndarray:
     return np.rint(obs * OBS_SCALE).astype(np.uint8)
 
 
-class ReplayBuffer:
+class _Persistent:
+    """Resume support shared by the replay rings: the used rows of ``ARRAYS`` and the
+    pointers, as plain arrays (``np.savez`` writes them; the RNG is saved with the dataset)."""
+
+    ARRAYS: tuple[str, ...] = ()
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        n = self.size
+        state = {k: getattr(self, k)[:n] for k in self.ARRAYS}
+        state.update(current=np.asarray(self.current), ptr=np.int64(self.ptr),
+                     size=np.int64(n), capacity=np.int64(self.capacity))
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(f"the saved replay buffer has capacity {int(state['capacity'])}, "
+                             f"this run's hparams.buffer_size is {self.capacity}")
+        n = int(state["size"])
+        for k in self.ARRAYS:
+            getattr(self, k)[:n] = state[k]
+            getattr(self, k)[n:] = 0
+        if isinstance(self.current, np.ndarray):  # per agent: each slot's row
+            self.current[:] = state["current"]
+        else:  # per team step: one row
+            self.current = int(state["current"])
+        self.ptr, self.size = int(state["ptr"]), n
+
+
+class ReplayBuffer(_Persistent):
     def __init__(self, capacity: int, n_agents: int = 81, seed: int | None = None):
         if capacity < 2 * n_agents + 1:
             raise ValueError(f"buffer capacity {capacity} must be at least {2 * n_agents + 1}")
@@ -103,29 +131,11 @@ class ReplayBuffer:
             "done": self.done[idx],
         }
 
-    # -- persistence (resume): the used rows only, plain arrays (np.savez-able) ---------
+    # the arrays saved for resume (see _Persistent)
     ARRAYS = ("obs", "action", "reward", "done", "next", "ready")
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        n = self.size
-        state = {k: getattr(self, k)[:n] for k in self.ARRAYS}
-        state.update(current=self.current, ptr=np.int64(self.ptr), size=np.int64(n),
-                     capacity=np.int64(self.capacity))
-        return state
 
-    def load_state_dict(self, state: dict) -> None:
-        if int(state["capacity"]) != self.capacity:
-            raise ValueError(f"the saved replay buffer has capacity {int(state['capacity'])}, "
-                             f"this run's hparams.buffer_size is {self.capacity}")
-        n = int(state["size"])
-        for k in self.ARRAYS:
-            getattr(self, k)[:n] = state[k]
-            getattr(self, k)[n:] = 0
-        self.current[:] = state["current"]
-        self.ptr, self.size = int(state["ptr"]), n
-
-
-class TeamReplayBuffer:
+class TeamReplayBuffer(_Persistent):
     """Replay of whole team steps, for value factorisation (VDN, QMIX).
 
     A row holds one cycle of the team: the global state (uint8, quantised like observations),
@@ -232,22 +242,5 @@ class TeamReplayBuffer:
             "done": done,
         }
 
-    # -- persistence (resume): the used rows only, plain arrays (np.savez-able) ---------
+    # the arrays saved for resume (see _Persistent)
     ARRAYS = ("obs", "state", "alive", "action", "reward", "done", "next", "ready")
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        n = self.size
-        state = {k: getattr(self, k)[:n] for k in self.ARRAYS}
-        state.update(current=np.int64(self.current), ptr=np.int64(self.ptr), size=np.int64(n),
-                     capacity=np.int64(self.capacity))
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        if int(state["capacity"]) != self.capacity:
-            raise ValueError(f"the saved replay buffer has capacity {int(state['capacity'])}, "
-                             f"this run's hparams.buffer_size is {self.capacity}")
-        n = int(state["size"])
-        for k in self.ARRAYS:
-            getattr(self, k)[:n] = state[k]
-            getattr(self, k)[n:] = 0
-        self.current, self.ptr, self.size = int(state["current"]), int(state["ptr"]), n
