@@ -21,7 +21,6 @@ from battle_rl.env import DEFAULT_REWARD, BattleEnv, winner
 from battle_rl.opponents import NetOpponent, Opponent
 from battle_rl.plot import plot_table
 
-EVAL_OPPONENTS = ("random", "pretrained", "final")
 BLUE_STREAM = 2**31  # a random blue team draws from game seed + this, not red's stream
 
 
