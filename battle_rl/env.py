@@ -82,24 +82,30 @@ class BattleEnv:
     def alive(self) -> dict[str, np.ndarray]:
         return {t: a.copy() for t, a in self._alive.items()}
 
-    def _observe(self, team_index: int):
-        """Engine arrays of one team: slots, views (N', 13, 13, 5), rewards, alive flags."""
+    def _observe(self, team_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """One team from the engine: the slots on the map and the (N, 13, 13, 5) observations
+        by slot (zeros for slots not on the map)."""
         handle = self.handles[team_index]
         slots = self.engine.get_agent_id(handle) - team_index * self.n_agents
         view, _ = self.engine.get_observation(handle)
-        return slots, view
+        obs = np.zeros((self.n_agents, *OBS_SHAPE), np.float32)
+        obs[slots] = view
+        return slots, obs
+
+    def observe_placed(self) -> dict[str, np.ndarray]:
+        """Observations of the agents on the map now, which all count as alive: after a reset,
+        or after agents were placed on the engine by hand (tests of mirrored positions)."""
+        obs = {}
+        for k, t in enumerate(TEAMS):
+            slots, obs[t] = self._observe(k)
+            self._alive[t][:] = False
+            self._alive[t][slots] = True
+        return obs
 
     def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
         self.env.reset(seed=seed)
         self.cycle = 0
-        obs = {}
-        for k, t in enumerate(TEAMS):
-            slots, view = self._observe(k)
-            obs[t] = np.zeros((self.n_agents, *OBS_SHAPE), np.float32)
-            obs[t][slots] = view
-            self._alive[t][:] = False
-            self._alive[t][slots] = True
-        return obs
+        return self.observe_placed()
 
     def step(self, actions: dict[str, np.ndarray]) -> Step:
         engine = self.engine
@@ -112,12 +118,10 @@ class BattleEnv:
         obs, reward, died = {}, {}, {}
         for k, t in enumerate(TEAMS):
             handle = self.handles[k]
-            slots, view = self._observe(k)
+            slots, obs[t] = self._observe(k)
             alive_now = np.zeros(self.n_agents, bool)
             if not game_over:  # parallel_env: when the game is over, every agent is done
                 alive_now[slots] = engine.get_alive(handle)
-            obs[t] = np.zeros((self.n_agents, *OBS_SHAPE), np.float32)
-            obs[t][slots] = view
             obs[t][~alive_now] = 0.0
             reward[t] = np.zeros(self.n_agents, np.float32)
             reward[t][slots] = engine.get_reward(handle)

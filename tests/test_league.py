@@ -190,14 +190,7 @@ def place_mirrored(env: BattleEnv, red_cells, seed: int):
     engine.add_agents(env.handles[0], method="custom", pos=[[x, y, 0] for x, y in red_cells])
     engine.add_agents(env.handles[1], method="custom",
                       pos=[[env.map_size - 1 - x, y, 0] for x, y in red_cells])
-    obs = {}
-    for k, t in enumerate(TEAMS):
-        slots, view = env._observe(k)
-        obs[t] = np.zeros((env.n_agents, *OBS_SHAPE), np.float32)
-        obs[t][slots] = view
-        env._alive[t][:] = False
-        env._alive[t][slots] = True
-    return obs
+    return env.observe_placed()
 
 
 def play_positions(env, red, blue, red_cells, seed):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY, needs_opponents, run_script
+from conftest import TINY, run_script
 
 
 def test_tiny_run_writes_policy_and_prints_its_path_last(tmp_path):
