@@ -151,7 +151,8 @@ class TeamReplayBuffer(_Persistent):
 
     Team reward: the sum of the rewards of the agents that acted (``team_reward="sum"``,
     agents' values keep the per-agent scale of DDQN under VDN), or that sum divided by the
-    team size (``"mean"``). Terminal: no agent of the team is alive afterwards (all dead, or
+    team size (``"mean"``). Each agent's own reward is kept too (``agent_reward``, zero for
+    slots that did not act), for the learners' optional per-agent TD loss. Terminal: no agent of the team is alive afterwards (all dead, or
     the game ended by a wipe-out, which MAgent2 reports as every agent terminating); reaching
     the time limit is not terminal and bootstraps from the final row.
     """
@@ -169,6 +170,7 @@ class TeamReplayBuffer(_Persistent):
         self.alive = np.zeros((capacity, n_agents), bool)
         self.action = np.zeros((capacity, n_agents), np.uint8)
         self.reward = np.zeros(capacity, np.float32)
+        self.agent_reward = np.zeros((capacity, n_agents), np.float32)
         self.done = np.zeros(capacity, bool)
         self.next = np.zeros(capacity, np.int32)
         self.ready = np.zeros(capacity, bool)
@@ -182,8 +184,8 @@ class TeamReplayBuffer(_Persistent):
 
     @property
     def bytes_per_row(self) -> int:
-        arrays = (self.obs, self.state, self.alive, self.action, self.reward, self.done,
-                  self.next, self.ready)
+        arrays = (self.obs, self.state, self.alive, self.action, self.reward,
+                  self.agent_reward, self.done, self.next, self.ready)
         return sum(a.nbytes for a in arrays) // self.capacity
 
     def _write(self, obs: np.ndarray, alive: np.ndarray, state: np.ndarray | None) -> int:
@@ -211,6 +213,7 @@ class TeamReplayBuffer(_Persistent):
             return
         acted = self.alive[row]
         self.action[row] = np.where(acted, action, 0)
+        self.agent_reward[row] = np.where(acted, reward, 0.0)
         total = float(reward[acted].sum())
         self.reward[row] = total if self.team_reward == "sum" else total / self.n_agents
         terminal = not alive_next.any()
@@ -235,6 +238,7 @@ class TeamReplayBuffer(_Persistent):
             "alive": self.alive[idx],
             "action": self.action[idx].astype(np.int64),
             "reward": self.reward[idx],
+            "agent_reward": self.agent_reward[idx],
             "next_obs": self.obs[nxt],
             "next_state": self.state[nxt],
             # a terminal step has no next agents: nothing to evaluate there
@@ -243,4 +247,5 @@ class TeamReplayBuffer(_Persistent):
         }
 
     # the arrays saved for resume (see _Persistent)
-    ARRAYS = ("obs", "state", "alive", "action", "reward", "done", "next", "ready")
+    ARRAYS = ("obs", "state", "alive", "action", "reward", "agent_reward", "done", "next",
+              "ready")

@@ -95,6 +95,8 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "self_play.sampling", lambda x: x in SELF_PLAY_SAMPLING,
            "one of " + ", ".join(SELF_PLAY_SAMPLING))
     _check(cfg, "hparams.both_teams", lambda x: isinstance(x, bool), "true or false")
+    _check(cfg, "algo.agent_loss", lambda x: float(x) >= 0, "a weight >= 0 (0: team loss only)")
+    _check(cfg, "algo.team_reward", lambda x: x in ("sum", "mean"), "one of 'sum', 'mean'")
     if _get(cfg, "hparams.both_teams"):
         _check(cfg, f"{h}.buffer_size", lambda x: x >= 325,
                "an integer >= 325 with hparams.both_teams=true (two cycles of both teams)")

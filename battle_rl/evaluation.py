@@ -235,6 +235,8 @@ def run_evaluation(cfg, run_dir: Path) -> dict:
                      n_envs=int(cfg.n_envs), workers=int(cfg.workers))
     table_seconds = time.perf_counter() - t0
     print(format_table(table), flush=True)
+    print(f"played in {table_seconds:.2f} s ({len(table)} opponents x {int(cfg.episodes)} games, "
+          f"{int(cfg.workers)} worker(s))", flush=True)
     if video is not None:
         from battle_rl.video import record_battles
 

@@ -4,7 +4,8 @@
     python benchmarks/eval_speed.py            # trains a default policy first (about a minute)
 
 Both play the same policy as blue against random, red.pt and red_final.pt, 30 games each,
-300 cycles, default rewards, in the same run. Reports both wall times, their ratio, and
+300 cycles, default rewards, in the same run. Reports both wall times (whole commands, start-up
+included) and their ratio, the same for the games alone (start-up left out on both sides), and
 whether the two protocols give the same verdicts (writes benchmarks/results/eval_speed.json).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -51,6 +53,7 @@ def main():
     if r.returncode != 0:
         sys.exit(r.stderr[-2000:])
     print(r.stdout)
+    r_batched = r
     batched = json.loads((work / "eval" / "eval.json").read_text())
 
     # the course's loop, same policy, same machine, same run
@@ -65,6 +68,10 @@ def main():
         sys.exit(r.stderr[-2000:])
     course = json.loads((work / "course.json").read_text())
     scale = args.episodes / course_eps  # per-game cost is what is compared
+    # the games alone, start-up (imports, loading, Hydra) left out on both sides
+    played = re.search(r"played in ([0-9.]+) s", r_batched.stdout)
+    batched_games = float(played.group(1)) if played else None
+    course_games = sum(row["seconds"] for row in course.values())
     verdicts = {name: {"batched": [batched[name][k] for k in ("win", "draw", "lose")],
                        "course": [course[name][k] for k in ("win", "draw", "lose")]}
                 for name in batched}
@@ -76,6 +83,9 @@ def main():
         "course_turn_by_turn_seconds": course_seconds,
         "course_seconds_scaled_to_same_games": course_seconds * scale,
         "speedup": course_seconds * scale / batched_seconds,
+        "games_only_seconds": {"batched": batched_games,
+                               "course": course_games * scale},
+        "games_only_speedup": (course_games * scale / batched_games) if batched_games else None,
         "verdicts_win_draw_lose": verdicts,
         "same_verdicts": all(v["batched"][0] / args.episodes == v["course"][0] / course_eps
                              for v in verdicts.values()),

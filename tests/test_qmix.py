@@ -177,7 +177,7 @@ class TestTeamBuffer:
                 obs_with_id(4, 2), died, alive & ~died)
         t["v"] = 3
         # episode ends by a wipe-out: every agent terminates
-        buf.add(np.array([5, 6, 7, 8]), np.array([5.0, 0.0, 5.0, 5.0], np.float32),
+        buf.add(np.array([5, 6, 7, 8]), np.array([5.0, 9.0, 5.0, 5.0], np.float32),
                 obs_with_id(4, 3), np.array([True, False, True, True]), np.zeros(4, bool))
         assert len(buf) == 2
         b = buf.sample(200)
@@ -191,6 +191,9 @@ class TestTeamBuffer:
         # the dead slot's action is stored as 0; the terminal step has no next agents
         assert (s["action"] == [5, 0, 7, 8]).all() and s["done"]
         assert s["reward"] == pytest.approx(15.0) and not s["next_alive"].any()
+        # each agent's own reward too, zero for a slot that did not act
+        assert (f["agent_reward"] == [1.0, -0.5, 2.0, 0.0]).all()
+        assert (s["agent_reward"] == [5.0, 0.0, 5.0, 5.0]).all()
 
     def test_mean_team_reward_and_truncation_bootstraps(self):
         buf = TeamReplayBuffer(10, n_agents=4, team_reward="mean", seed=0)
@@ -224,17 +227,21 @@ def fake_team_batch(b=3, seed=0):
         "state": q(rng.integers(0, 2, (b, 45, 45, 5)).astype(np.uint8) * 100),
         "alive": q(alive), "action": q(rng.integers(0, 21, (b, N))),
         "reward": q(rng.normal(size=b).astype(np.float32)),
+        "agent_reward": q(rng.normal(size=(b, N)).astype(np.float32) * alive),
         "next_obs": q(rng.integers(0, 101, (b, N, *OBS_SHAPE)).astype(np.uint8)),
         "next_state": q(rng.integers(0, 2, (b, 45, 45, 5)).astype(np.uint8) * 100),
         "next_alive": q(next_alive), "done": q(np.array([False, True, False][:b])),
     }
 
 
-@pytest.mark.parametrize("mixer,double", [("vdn", True), ("vdn", False), ("qmix", True)])
-def test_td_loss_matches_a_per_agent_computation(mixer, double):
-    """The batched loss equals one written agent by agent, with dead slots left out."""
+@pytest.mark.parametrize("mixer,double,agent_loss", [
+    ("vdn", True, 0.0), ("vdn", False, 0.0), ("qmix", True, 0.0), ("qmix", True, 0.5)])
+def test_td_loss_matches_a_per_agent_computation(mixer, double, agent_loss):
+    """The batched loss equals one written agent by agent, with dead slots left out (and,
+    with ``agent_loss``, each live agent's own TD error on its own reward added)."""
     torch.manual_seed(0)
-    m = QMIX(name=mixer, mixer=mixer, double=double, network={"id_embedding": 4})
+    m = QMIX(name=mixer, mixer=mixer, double=double, network={"id_embedding": 4},
+             agent_loss=agent_loss)
     m._log_step = lambda *a: None  # no Trainer here to log to
     with torch.no_grad():
         for p in m.target_agent.parameters():
@@ -242,7 +249,7 @@ def test_td_loss_matches_a_per_agent_computation(mixer, double):
     batch = fake_team_batch()
     loss = m.training_step(batch, 0)
     pre = lambda o: o.permute(2, 0, 1).float().unsqueeze(0) / 100  # noqa: E731
-    losses = []
+    losses, agent_errors = [], []
     for i in range(3):
         q = torch.zeros(N)
         nq = torch.zeros(N)
@@ -260,7 +267,11 @@ def test_td_loss_matches_a_per_agent_computation(mixer, double):
         ntot = m.target_mixer(nq.unsqueeze(0), batch["next_alive"][i:i + 1], nst)
         y = batch["reward"][i] + 0.9 * (1 - float(batch["done"][i])) * ntot
         losses.append(torch.nn.functional.smooth_l1_loss(tot, y.detach()))
-    assert torch.allclose(loss, torch.stack(losses).mean(), atol=1e-5)
+        for j in np.flatnonzero(batch["alive"][i].numpy()):
+            y_j = batch["agent_reward"][i, j] + 0.9 * nq[j]  # nq is 0 after death or the end
+            agent_errors.append(torch.nn.functional.smooth_l1_loss(q[j], y_j.detach()))
+    expected = torch.stack(losses).mean() + agent_loss * torch.stack(agent_errors).sum() / 3
+    assert torch.allclose(loss, expected, atol=1e-5)
 
 
 def test_registry_knows_every_algorithm():

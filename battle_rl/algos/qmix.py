@@ -8,6 +8,13 @@ per agent by the online network (Double-Q) or the target network, Huber loss, Ad
 gradient-norm clipping, soft target updates of the agent network and the mixer after every
 optimisation step. Dead slots are masked everywhere: they are not evaluated, and the mixers
 ignore them. Rollouts happen in ``battle_rl.data.TeamRolloutDataset``.
+
+``agent_loss`` > 0 adds each agent's own TD error (its reward, its next value) to the team's,
+weighted by it (individual rewards assisting the team objective, as in IRAT, Wang et al.
+2022). Why: one team TD error, shared by 81 agents, is mostly other agents' noise for any one
+of them (benchmarks/credit_noise.py measured it); the agent's own error says what its action
+did. Under VDN with ``team_reward: sum`` both losses have the same solution (the team return
+is the sum of the agents' returns); under QMIX the team term still shapes the mixer.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ class QMIX(pl.LightningModule):
         network: dict | None = None,
         mixer_net: dict | None = None,
         team_reward: str = "sum",
+        agent_loss: float = 0.0,
         n_agents: int = 81,
         state_shape: tuple = (45, 45, 5),
         gamma: float = 0.9,
@@ -123,19 +131,27 @@ class QMIX(pl.LightningModule):
             next_tot = self.target_mixer(next_chosen, next_alive, next_state)
             target = batch["reward"] + hp.gamma * (1.0 - batch["done"].float()) * next_tot
 
-        loss = F.smooth_l1_loss(q_tot, target)
+        loss = team_loss = F.smooth_l1_loss(q_tot, target)
+        if hp.agent_loss > 0:  # each agent's own TD error; a dead next slot is terminal for it
+            agent_target = (batch["agent_reward"]
+                            + hp.gamma * (1.0 - batch["done"].float())[:, None] * next_chosen)
+            # summed over the agents, averaged over team steps: with weight 1 an agent's own
+            # error moves its value as much as the team's error does
+            agent = F.smooth_l1_loss(chosen[alive], agent_target[alive], reduction="sum")
+            loss = loss + hp.agent_loss * agent / len(alive)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite TD loss ({loss.item()}) at step {self.global_step}: lower the "
                 f"learning rate or check the reward settings; the last checkpoint is kept"
             )
         if self.global_step % hp.log_every == 0:
-            self._log_step(loss, q_tot, q_alive)
+            self._log_step(loss, team_loss, q_tot, q_alive)
         return loss
 
-    def _log_step(self, loss, q_tot, q_alive) -> None:
+    def _log_step(self, loss, team_loss, q_tot, q_alive) -> None:
         # q_mean is the team value Q_tot, as DDQN's q_mean is its per-agent value
-        metrics = {"train/td_loss": loss.detach(), "train/q_mean": q_tot.detach().mean(),
+        metrics = {"train/td_loss": loss.detach(), "train/team_td_loss": team_loss.detach(),
+                   "train/q_mean": q_tot.detach().mean(),
                    "train/agent_q_max": q_alive.detach().max(1).values.mean()}
         if self.rollout is not None:
             metrics.update(self.rollout.log_metrics())
