@@ -82,13 +82,19 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "trainer.max_steps", lambda x: int(x) == x and x >= -1,
            "an integer >= 1 (or -1: no limit)")
     _check(cfg, "trainer.max_time", _is_duration, "a duration DD:HH:MM:SS, e.g. 00:00:05:00")
+    named = tuple(_get(cfg, "policies") or {})
+    for name in named:
+        if name in OPPONENT_NAMES:
+            raise ConfigError(f"policies.{name}: '{name}' is a built-in opponent; name the "
+                              f"policy file otherwise")
     if _get(cfg, "eval.opponents") is not None:
         for name in cfg.eval.opponents:
-            _check_eval_opponent("eval.opponents", name)
+            _check_eval_opponent("eval.opponents", name, named)
     for name, w in (_get(cfg, "opponent.weights") or {}).items():
-        if name not in OPPONENT_NAMES:
+        if name not in OPPONENT_NAMES + named:
             raise ConfigError(f"opponent.weights.{name}: unknown opponent "
-                              f"(choose from: {', '.join(OPPONENT_NAMES)})")
+                              f"(choose from: {', '.join(OPPONENT_NAMES + named)}; a policy "
+                              f"file needs +policies.{name}=PATH)")
         _check(cfg, f"opponent.weights.{name}", lambda x: float(x) >= 0, "a weight >= 0")
     _check(cfg, "self_play.every_n_steps", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     _check(cfg, "self_play.pool_size", lambda x: int(x) == x and x >= 1, "an integer >= 1")
@@ -102,14 +108,16 @@ def validate_train(cfg: DictConfig) -> None:
                "an integer >= 325 with hparams.both_teams=true (two cycles of both teams)")
 
 
-def _check_eval_opponent(key: str, name: str) -> None:
+def _check_eval_opponent(key: str, name: str, named: tuple = ()) -> None:
+    if name in named:
+        return
     if name == "self_play":
         raise ConfigError(f"{key}: 'self_play' is a training opponent only (it needs a "
                           f"learner to copy); evaluate against an exported snapshot with "
                           f"python -m battle_rl.tournament")
     if name not in EVAL_OPPONENT_NAMES:
         raise ConfigError(f"{key}: unknown opponent {name!r} "
-                          f"(choose from: {', '.join(EVAL_OPPONENT_NAMES)})")
+                          f"(choose from: {', '.join(EVAL_OPPONENT_NAMES + named)})")
 
 
 def _is_duration(x) -> bool:

@@ -312,9 +312,15 @@ def champion_file() -> Path:
     return CHAMPION_PATH
 
 
-def check_opponent(name: str, opponents_dir: str | Path) -> None:
-    """Fail early, before any environment exists, if an opponent cannot be built."""
-    if name in COURSE_FILES:
+def check_opponent(name: str, opponents_dir: str | Path, policies: dict | None = None) -> None:
+    """Fail early, before any environment exists, if an opponent cannot be built.
+
+    ``policies``: named policy files (``policies.NAME=PATH`` in the configuration), opponents
+    beside the built-in ones."""
+    if policies and name in policies:
+        if not Path(policies[name]).is_file():
+            raise FileNotFoundError(f"policies.{name}: {policies[name]} not found")
+    elif name in COURSE_FILES:
         course_file(name, opponents_dir)
     elif name == "champion":
         champion_file()
@@ -323,9 +329,12 @@ def check_opponent(name: str, opponents_dir: str | Path) -> None:
 
 
 def make_opponent(name: str, opponents_dir: str | Path, seed: int | None = None,
-                  self_play: dict | None = None) -> Opponent:
-    """An opponent for the red team, by name (``self_play``: the pool's settings)."""
-    check_opponent(name, opponents_dir)
+                  self_play: dict | None = None, policies: dict | None = None) -> Opponent:
+    """An opponent for the red team, by name (``self_play``: the pool's settings;
+    ``policies``: named policy files, battle-rl policies trained as blue)."""
+    check_opponent(name, opponents_dir, policies)
+    if policies and name in policies:  # trained as blue: plays red through the mirror
+        return NetOpponent(Mirrored(load_policy(policies[name])).eval(), name)
     if name == "random":
         return RandomOpponent(seed)
     if name == "scripted":
@@ -338,11 +347,11 @@ def make_opponent(name: str, opponents_dir: str | Path, seed: int | None = None,
 
 
 def make_mix(weights: dict[str, float], opponents_dir, seed: int | None = None,
-             self_play: dict | None = None) -> Opponent:
+             self_play: dict | None = None, policies: dict | None = None) -> Opponent:
     names = [n for n, w in weights.items() if w > 0]
     if not names:
         raise ValueError("opponent.weights: at least one weight must be positive")
-    opponents = [make_opponent(n, opponents_dir, seed, self_play) for n in names]
+    opponents = [make_opponent(n, opponents_dir, seed, self_play, policies) for n in names]
     if len(names) == 1:
         return opponents[0]
     return MixOpponent(opponents, [weights[n] for n in names], seed)

@@ -32,6 +32,28 @@ def opponents_dir(cfg: DictConfig) -> Path:
     return Path(to_absolute_path(str(cfg.opponents_dir)))
 
 
+def named_policies(cfg: DictConfig) -> dict[str, str]:
+    """``policies.NAME=PATH``: policy files that can be opponents by NAME (absolute paths)."""
+    return {name: to_absolute_path(str(path)) for name, path in (cfg.get("policies") or {}).items()}
+
+
+def init_weights(module, path: str) -> None:
+    """``init_from=PATH``: start from a trained policy's weights (the same network shape);
+    the target network starts as a copy. A resumed run's checkpoint overrides it."""
+    from battle_rl.networks import load_policy
+
+    net = module.policy_net()
+    try:
+        net.load_state_dict(load_policy(path).state_dict())
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e)]
+        raise ConfigError(f"init_from={path}: its network does not fit this run's algo.network "
+                          f"({lines[0]})") from None
+    for target in ("target_net", "target_agent"):
+        if hasattr(module, target):
+            getattr(module, target).load_state_dict(net.state_dict())
+
+
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -58,13 +80,17 @@ def configure_threads(threads: int) -> None:
 def preflight(cfg: DictConfig, run_dir: Path) -> Path | None:
     """All checks that need no environment; returns the checkpoint to resume from, if any."""
     validate_train(cfg)
-    odir = opponents_dir(cfg)
+    odir, policies = opponents_dir(cfg), named_policies(cfg)
     for name, weight in cfg.opponent.weights.items():
         if weight > 0:
-            check_opponent(name, odir)
+            check_opponent(name, odir, policies)
     if cfg.eval.every_n_steps > 0 or cfg.eval.final_episodes > 0:
         for name in cfg.eval.opponents:
-            check_opponent(name, odir)
+            check_opponent(name, odir, policies)
+    if cfg.get("init_from"):  # loads into a throw-away learner: a mismatch fails here
+        if not Path(to_absolute_path(str(cfg.init_from))).is_file():
+            raise FileNotFoundError(f"init_from={cfg.init_from}: no such file")
+        init_weights(make_module(cfg), to_absolute_path(str(cfg.init_from)))
     if _video_settings(cfg.eval) is not None:  # builds (checks) the video_* keys when on
         if cfg.eval.video_opponent not in (None, *cfg.eval.opponents):
             raise ConfigError(f"eval.video_opponent={cfg.eval.video_opponent!r} is not allowed: "
@@ -73,17 +99,24 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Path | None:
     return find_checkpoint(to_absolute_path(str(cfg.resume))) if cfg.get("resume") else None
 
 
+def make_module(cfg: DictConfig):
+    """The learner (a LightningModule) of ``cfg.algo`` with the run's hyperparameters."""
+    hp = cfg.hparams
+    return instantiate(cfg.algo, gamma=hp.gamma, lr=hp.lr, tau=hp.tau,
+                       weight_decay=hp.weight_decay, max_grad_norm=hp.max_grad_norm,
+                       _recursive_=False)
+
+
 def build(cfg: DictConfig, run_dir: Path):
     """The learner module, its rollout dataset, and the evaluation callback (or None)."""
     hp = cfg.hparams
-    odir = opponents_dir(cfg)
-    module = instantiate(
-        cfg.algo, gamma=hp.gamma, lr=hp.lr, tau=hp.tau, weight_decay=hp.weight_decay,
-        max_grad_norm=hp.max_grad_norm, _recursive_=False,
-    )
+    odir, policies = opponents_dir(cfg), named_policies(cfg)
+    module = make_module(cfg)
+    if cfg.get("init_from"):
+        init_weights(module, to_absolute_path(str(cfg.init_from)))
     env = BattleEnv(cfg.env.map_size, cfg.env.max_cycles, dict(cfg.reward))
     opponent = make_mix(dict(cfg.opponent.weights), odir, seed=cfg.seed,
-                        self_play=self_play_settings(cfg))
+                        self_play=self_play_settings(cfg), policies=policies)
     pool = find_pool(opponent)
     if pool is not None:
         pool.bind(module.policy_net())  # snapshots copy the learner's network
@@ -92,7 +125,8 @@ def build(cfg: DictConfig, run_dir: Path):
     eval_cb = None
     if cfg.eval.every_n_steps > 0:
         eval_cb = EvalCallback(
-            opponents={n: make_opponent(n, odir, seed=cfg.seed) for n in cfg.eval.opponents},
+            opponents={n: make_opponent(n, odir, seed=cfg.seed, policies=policies)
+                       for n in cfg.eval.opponents},
             every_n_steps=cfg.eval.every_n_steps,
             episodes=cfg.eval.episodes,
             max_cycles=cfg.eval.max_cycles,
@@ -209,9 +243,10 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
             "objective": eval_cb.best_score[0] if eval_cb and eval_cb.best_score else 0.0,
         }
         if cfg.eval.final_episodes > 0 and not stop.requested:
-            odir = opponents_dir(cfg)
+            odir, policies = opponents_dir(cfg), named_policies(cfg)
             table = evaluate(
-                net.eval(), {n: make_opponent(n, odir, seed=cfg.seed) for n in cfg.eval.opponents},
+                net.eval(), {n: make_opponent(n, odir, seed=cfg.seed, policies=policies)
+                             for n in cfg.eval.opponents},
                 episodes=cfg.eval.final_episodes, seed=cfg.eval.seed, max_cycles=cfg.eval.max_cycles,
                 workers=cfg.eval.workers,
             )

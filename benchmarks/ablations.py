@@ -25,6 +25,9 @@ VARIANTS = {
     "tau=0.005 (the report's)": ["hparams.tau=0.005"],
     "algo=dqn (plain max target)": ["algo=dqn"],
     "updates_per_cycle=2": ["hparams.updates_per_cycle=2"],
+    "epsilon decay 6000 cycles (4x slower)": ["hparams.epsilon.decay=6000"],
+    "both_teams=true (red's transitions too)": ["hparams.both_teams=true"],
+    "opponent=final (one course net)": ["opponent=final"],
     "threads=2": ["threads=2"],
 }
 

@@ -86,15 +86,13 @@ def evaluator_rate(policy, games: int, workers: int) -> float:
 def learner_rate(batch_size: int, updates: int, hparams: str = "fast") -> float:
     """Updates/s of the DQN module's step, outside any rollout (Lightning's loop excluded)."""
     import torch
-    from hydra.utils import instantiate
 
     from battle_rl.networks import soft_update
+    from battle_rl.training import make_module
 
     cfg = compose([f"hparams={hparams}"])
     hp = cfg.hparams
-    module = instantiate(cfg.algo, gamma=hp.gamma, lr=hp.lr, tau=hp.tau,
-                         weight_decay=hp.weight_decay, max_grad_norm=hp.max_grad_norm,
-                         _recursive_=False)
+    module = make_module(cfg)
     opt = module.configure_optimizers()
     rng = np.random.default_rng(0)
     batch = {

@@ -365,6 +365,23 @@ def test_champion_opponent_plays_red_through_the_mirror(tmp_path, monkeypatch):
     validate_train(compose_overrides("config", ["opponent=champion"]))
 
 
+@pytest.mark.skipif(not opponents.CHAMPION_PATH.is_file(),
+                    reason="no shipped champion: scripts/train_champion.py --install makes it")
+def test_shipped_champion_beats_red_final_on_both_sides(opponents_dir):
+    """The committed champion is a policy.pt-style TorchScript file that wins, as blue against
+    red_final.pt and as red (mirrored) against red_final.pt playing blue (mirrored)."""
+    net = torch.jit.load(str(opponents.CHAMPION_PATH))
+    with torch.no_grad():
+        assert net(torch.zeros(4, 5, 13, 13)).shape == (4, 21)
+    champion = tournament.parse_entrant("champion", opponents_dir)
+    final = tournament.parse_entrant("final", opponents_dir)
+    ev = Evaluator(max_cycles=300, n_envs=4)
+    as_blue = ev.play(champion.policy("blue"), final.policy("red"), 4, seed=1000)
+    as_red = ev.play(final.policy("blue"), champion.policy("red"), 4, seed=2000)
+    assert [r.winner for r in as_blue] == ["blue"] * 4, [(r.blue_kills, r.red_kills) for r in as_blue]
+    assert [r.winner for r in as_red] == ["red"] * 4, [(r.blue_kills, r.red_kills) for r in as_red]
+
+
 def test_champion_script_reads_both_sides_off_the_tournament():
     import importlib.util
 
@@ -387,3 +404,41 @@ def test_champion_script_reads_both_sides_off_the_tournament():
         "as_blue": {"win": 29, "draw": 1, "lose": 0, "kills": 80.0, "conceded": 9.5},
         "as_red": {"win": 28, "draw": 2, "lose": 0, "kills": 78.0, "conceded": 12.0},
     }
+
+
+# -- policy files as opponents, and starting from a trained policy ---------------------------
+
+def test_named_policy_files_are_opponents_and_init_from_loads_weights(tmp_path):
+    """``+policies.NAME=PATH`` makes a policy file an opponent (through the mirror) for the
+    mix and the evaluation; ``init_from`` starts the learner (and its target) from its weights."""
+    from battle_rl.training import build, preflight
+
+    torch.manual_seed(0)
+    net = QNetwork().eval()
+    path = export_policy(net, tmp_path / "rival.pt")
+    overrides = [*TINY, f"+policies.rival={path}", "+opponent.weights.rival=5",
+                 "eval.opponents=[rival,random]", "eval.every_n_steps=10", f"init_from={path}",
+                 "logger=none"]
+    cfg = compose_overrides("config", overrides)
+    validate_train(cfg)
+    preflight(cfg, tmp_path / "run")
+    module, dataset, eval_cb = build(cfg, tmp_path / "run")
+    for learner in (module.q_net, module.target_net):
+        for (k, a), b in zip(learner.state_dict().items(), net.state_dict().values()):
+            assert torch.equal(a, b), k
+    rival = dataset.opponent.opponents[list(cfg.opponent.weights).index("rival")]
+    obs, alive = some_obs()
+    assert np.array_equal(rival.act(obs, alive), greedy_actions(Mirrored(net), obs, alive))
+    assert np.array_equal(eval_cb.opponents["rival"].act(obs, alive), rival.act(obs, alive))
+
+    with pytest.raises(ConfigError, match=r"\+policies.nobody=PATH"):
+        validate_train(compose_overrides("config", [*TINY, "+opponent.weights.nobody=1"]))
+    with pytest.raises(ConfigError, match="built-in opponent"):
+        validate_train(compose_overrides("config", [*TINY, f"+policies.final={path}"]))
+    with pytest.raises(FileNotFoundError, match="policies.gone"):
+        preflight(compose_overrides("config", [*TINY, f"+policies.gone={tmp_path}/x.pt",
+                                               "+opponent.weights.gone=1", "logger=none"]),
+                  tmp_path / "run2")
+    with pytest.raises(ConfigError, match="does not fit"):
+        preflight(compose_overrides("config", [*TINY, f"init_from={path}", "logger=none",
+                                               "algo.network.hidden=[64]"]), tmp_path / "run3")

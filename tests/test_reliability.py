@@ -134,6 +134,8 @@ TRAIN_BAD = [
     (["resume=/nonexistent/run"], "no such file or directory"),
     (["hydra.run.dir=/proc/forbidden"], "is not writable"),
     (["hparams.lr=[1"], "cannot parse the override"),
+    (["init_from=/nonexistent/policy.pt"], "init_from=/nonexistent/policy.pt: no such file"),
+    (["+opponent.weights.rival=1"], "a policy file needs +policies.rival=PATH"),
     (["algo=vdn", "algo.agent_loss=-1"], "algo.agent_loss=-1 is not allowed"),
     (["algo=qmix", "algo.team_reward=max"], "algo.team_reward='max' is not allowed"),
 ]
