@@ -64,7 +64,11 @@ def run_tags(cfg: DictConfig, choices: dict) -> list[str]:
         k for k, w in (cfg.get("opponent") or {}).get("weights", {}).items() if w > 0)
     tags = [f"algo:{cfg.algo.get('name', choices.get('algo', '?'))}",
             f"opponent:{opponent or '?'}", f"reward:{choices.get('reward', 'custom')}"]
-    return tags + [t for t in (cfg.logger.get("tags") or []) if t not in tags]
+    tags += [t for t in (cfg.logger.get("tags") or []) if t not in tags]
+    return [t if len(t) <= MAX_TAG else t[:MAX_TAG - 3] + "..." for t in tags]
+
+
+MAX_TAG = 64  # W&B refuses a longer tag (and with it the whole run)
 
 
 def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = False):

@@ -96,6 +96,19 @@ def test_unknown_sweep_one_line(tmp_path, arg, expected):
     assert not (tmp_path / "sweep").exists()
 
 
+def test_run_tags_fit_wandb_limit():
+    """A long opponent mix makes a long tag; W&B refuses tags over 64 characters (the run
+    would not start), so they are shortened."""
+    from battle_rl.config import compose_overrides
+    from battle_rl.loggers import run_tags
+
+    names = ["rival_number_one", "rival_number_two", "rival_number_three"]
+    cfg = compose_overrides("config", [f"+opponent.weights.{n}=1" for n in names])
+    tags = run_tags(cfg, {"reward": "seed"})
+    assert tags[0] == "algo:ddqn" and tags[1].startswith("opponent:random+pretrained+final+")
+    assert all(len(t) <= 64 for t in tags) and tags[1].endswith("...")
+
+
 def test_sweep_group_names():
     assert sweep_group("multirun/grid/2026-01-02_03-04-05") == "grid_2026-01-02_03-04-05"
     assert sweep_group("multirun/2026-01-02/03-04-05") == "2026-01-02_03-04-05"
