@@ -101,12 +101,16 @@ def unique_names(entrants: list[Entrant]) -> None:
 
 
 def play_round_robin(entrants: list[Entrant], episodes: int, seed: int = 0,
-                     evaluator: Evaluator | None = None, log=print) -> list[dict]:
-    """Every ordered pair (blue, red) plays ``episodes`` games; one record per game."""
+                     evaluator: Evaluator | None = None, log=print,
+                     focus: str | None = None) -> list[dict]:
+    """Every ordered pair (blue, red) plays ``episodes`` games; one record per game.
+    ``focus``: only the pairs with that agent in them (a gauntlet)."""
     evaluator = evaluator or Evaluator()
     games = []
     for a, b in itertools.permutations(range(len(entrants)), 2):
         blue, red = entrants[a], entrants[b]
+        if focus is not None and focus not in (blue.name, red.name):
+            continue
         t0 = time.perf_counter()
         results = evaluator.play(blue.policy("blue"), red.policy("red"), episodes, seed)
         for r in results:
@@ -164,7 +168,9 @@ def markdown(summary: dict, settings: dict) -> str:
         f"{settings['episodes']} games per side per pair, max_cycles={settings['max_cycles']}, "
         f"seeds {settings['seed']}..{settings['seed'] + settings['episodes'] - 1}; Elo by "
         f"maximum likelihood (draws count half, {settings['prior_draws']:g} prior draw per "
-        f"pair), 95% bootstrap interval over {settings['bootstrap']} resamples.",
+        f"pair), 95% bootstrap interval over {settings['bootstrap']} resamples."
+        + (f" A gauntlet: only the pairs with {settings['focus']} in them."
+           if settings.get("focus") else ""),
         "",
         "## Ratings",
         "",
@@ -214,7 +220,8 @@ def plot(summary: dict, path: Path) -> Path:
 
 def run(agents: list[str], out: str | Path, episodes: int = 10, max_cycles: int = 300,
         seed: int = 0, opponents_dir: str | Path = "../shared/opponents", workers: int = 2,
-        n_envs: int = 15, bootstrap: int = 1000, prior_draws: float = 1.0, log=print) -> dict:
+        n_envs: int = 15, bootstrap: int = 1000, prior_draws: float = 1.0, log=print,
+        focus: str | None = None) -> dict:
     """The whole tournament: load, play, rate, write the files. Returns the summary."""
     if len(agents) < 2:
         raise ConfigError("a tournament needs at least two agents")
@@ -222,13 +229,16 @@ def run(agents: list[str], out: str | Path, episodes: int = 10, max_cycles: int 
         raise ConfigError(f"--episodes={episodes} is not allowed: an integer >= 1")
     entrants = [parse_entrant(a, opponents_dir) for a in agents]
     unique_names(entrants)
+    if focus is not None and focus not in [e.name for e in entrants]:
+        raise ConfigError(f"--focus={focus!r} is not one of the agents "
+                          f"({', '.join(e.name for e in entrants)})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"episodes": episodes, "max_cycles": max_cycles, "seed": seed,
-                "bootstrap": bootstrap, "prior_draws": prior_draws}
+                "bootstrap": bootstrap, "prior_draws": prior_draws, "focus": focus}
     t0 = time.perf_counter()
     evaluator = Evaluator(max_cycles=max_cycles, n_envs=n_envs, workers=workers)
-    games = play_round_robin(entrants, episodes, seed, evaluator, log)
+    games = play_round_robin(entrants, episodes, seed, evaluator, log, focus)
     summary = summarize([e.name for e in entrants], games, bootstrap, prior_draws, seed)
     settings["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "results.json").write_text(json.dumps({
@@ -257,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the intervals")
     p.add_argument("--prior-draws", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--focus", help="play only the pairs with this agent in them (a gauntlet: "
+                   "every other agent against it, on both sides)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     import torch
@@ -265,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args.agents, args.out, args.episodes, args.max_cycles, args.seed,
             args.opponents_dir, args.workers, args.n_envs, args.bootstrap, args.prior_draws,
-            log=lambda m: print(m, flush=True))
+            log=lambda m: print(m, flush=True), focus=args.focus)
     except (ConfigError, PolicyLoadError, FileNotFoundError) as e:
         if args.debug:
             raise

@@ -329,6 +329,22 @@ def test_tournament_writes_table_json_png_and_ranks_scripted_above_random(tmp_pa
     assert (out / "ratings.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_tournament_focus_plays_a_gauntlet(tmp_path, capsys):
+    out = tmp_path / "g"
+    code = tournament.main(["random", "scripted", "r2=random", "--episodes", "1",
+                            "--max-cycles", "30", "--bootstrap", "50", "--focus", "scripted",
+                            "--out", str(out)])
+    assert code == 0
+    games = json.loads((out / "results.json").read_text())["games"]
+    pairs = {(g["blue"], g["red"]) for g in games}
+    assert pairs == {("scripted", "random"), ("random", "scripted"), ("scripted", "r2"),
+                     ("r2", "scripted")}
+    assert "A gauntlet: only the pairs with scripted" in (out / "results.md").read_text()
+    assert tournament.main(["random", "scripted", "--focus", "nobody", "--out",
+                            str(tmp_path / "x")]) == 2
+    assert "--focus='nobody' is not one of the agents" in capsys.readouterr().err
+
+
 @pytest.mark.filterwarnings("ignore:'torch.load' received a zip file")
 def test_tournament_seats_nets_by_the_side_they_were_trained_on(tmp_path, capsys):
     torch.save(CourseQNetwork(final=True).state_dict(), tmp_path / "course_net.pt")
