@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from battle_rl.env import DEFAULT_REWARD, BattleEnv, winner
+from battle_rl.env import DEFAULT_REWARD, OBS_SHAPE, BattleEnv, winner
 from battle_rl.opponents import NetOpponent, Opponent
 from battle_rl.plot import plot_table
 
@@ -127,9 +127,8 @@ class Evaluator:
             alive = {t: [envs[i].alive[t] for i in ids] for t in ("blue", "red")}
             acts = {}
             for team, policy in (("blue", blue), ("red", red)):
-                if policy.stateless:  # one forward for this team in all games
-                    acts[team] = np.split(policy.act(np.concatenate([obs[i][team] for i in ids]),
-                                                     np.concatenate(alive[team])), len(ids))
+                if policy.stateless:  # one forward for the live agents of this team in all games
+                    acts[team] = self._act_live(policy, [obs[i][team] for i in ids], alive[team])
                 else:
                     acts[team] = [running[i][team].act(obs[i][team], alive[team][k])
                                   for k, i in enumerate(ids)]
@@ -156,6 +155,23 @@ class Evaluator:
                     if todo:
                         start(i)
         return sorted(results, key=lambda r: r.seed)
+
+
+    @staticmethod
+    def _act_live(policy: Opponent, team_obs: list[np.ndarray], alive: list[np.ndarray]
+                  ) -> list[np.ndarray]:
+        """Actions by slot for every game, from one call over the live agents of all games:
+        their rows are gathered once (dead slots are neither copied nor evaluated)."""
+        rows = [np.flatnonzero(a) for a in alive]
+        bounds = np.cumsum([0] + [len(r) for r in rows])
+        live = np.empty((bounds[-1], *OBS_SHAPE), np.float32)
+        for k, r in enumerate(rows):
+            np.take(team_obs[k], r, axis=0, out=live[bounds[k]:bounds[k + 1]])
+        chosen = policy.act_rows(live, np.concatenate(rows)) if len(live) else []
+        acts = [np.zeros(len(a), np.int64) for a in alive]
+        for k, r in enumerate(rows):
+            acts[k][r] = chosen[bounds[k]:bounds[k + 1]]
+        return acts
 
 
 def summarize(results: list[EpisodeResult]) -> dict:

@@ -36,12 +36,12 @@ class AgentQNetwork(nn.Module):
         super().__init__()
         layers, c, size = [], IN_CHANNELS, VIEW
         for out in conv_channels:
-            layers += [nn.Conv2d(c, out, 3), nn.ReLU()]
+            layers += [nn.Conv2d(c, out, 3), nn.ReLU(inplace=True)]
             c, size = out, size - 2
         layers.append(nn.Flatten())
         width = c * size * size
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
             width = h
         self.body = nn.Sequential(*layers)
         self.n_agents, self.id_dim = n_agents, id_embedding

@@ -34,12 +34,12 @@ class QNetwork(nn.Module):
         super().__init__()
         layers, c, size = [], IN_CHANNELS, VIEW
         for out in conv_channels:
-            layers += [nn.Conv2d(c, out, 3), nn.ReLU()]
+            layers += [nn.Conv2d(c, out, 3), nn.ReLU(inplace=True)]
             c, size = out, size - 2
         self.cnn = nn.Sequential(*layers)
         mlp, width = [], c * size * size
         for h in hidden:
-            mlp += [nn.Linear(width, h), nn.ReLU()]
+            mlp += [nn.Linear(width, h), nn.ReLU(inplace=True)]
             width = h
         mlp.append(nn.Linear(width, n_actions))
         self.head = nn.Sequential(*mlp)
@@ -229,6 +229,8 @@ def greedy_actions(net: nn.Module, obs_hwc: np.ndarray, alive: np.ndarray,
 
     ``agent_ids`` (N,): each row's agent index (its slot), for networks that use it.
     """
+    if alive.all():  # no gathering copy
+        return q_values(net, obs_hwc, agent_ids).argmax(1).cpu().numpy()
     actions = np.zeros(len(obs_hwc), np.int64)
     if alive.any():
         ids = None if agent_ids is None else np.asarray(agent_ids)[alive]

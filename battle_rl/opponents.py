@@ -17,7 +17,7 @@ from torch import nn
 from battle_rl.config import OPPONENT_NAMES, SELF_PLAY_SAMPLING
 from battle_rl.env import N_ACTIONS, OBS_SHAPE, TEAM_SIZE, winner
 from battle_rl.errors import ConfigError
-from battle_rl.networks import greedy_actions, load_course_net, load_policy
+from battle_rl.networks import greedy_actions, load_course_net, load_policy, q_values
 from battle_rl.sides import ACTION_MIRROR, ATTACKS, MOVES, Mirrored, mirror_obs_hwc
 
 COURSE_FILES = {"pretrained": "red.pt", "final": "red_final.pt"}
@@ -34,6 +34,12 @@ class Opponent:
 
     def act(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def act_rows(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Actions of live agents only: ``obs`` holds just their rows, ``slots`` their slot
+        indices (the batched evaluator gathers the live agents of many games this way). Only
+        for ``stateless`` policies, whose action for an agent depends on its row alone."""
+        return self.act(obs, np.ones(len(obs), bool))
 
     def new_episode(self) -> None:
         """Called before each episode."""
@@ -86,6 +92,9 @@ class NetOpponent(Opponent):
         # observations come in whole teams (one block of TEAM_SIZE slots per game): the slot
         # index is the agent id for networks with an agent-id embedding (VDN/QMIX)
         return greedy_actions(self.net, obs, alive, np.arange(len(obs)) % TEAM_SIZE)
+
+    def act_rows(self, obs, slots):
+        return q_values(self.net, obs, slots).argmax(1).cpu().numpy()
 
 
 class ScriptedOpponent(Opponent):
@@ -145,6 +154,9 @@ class MirroredOpponent(Opponent):
 
     def act(self, obs, alive):
         return _MIRROR[self.inner.act(np.ascontiguousarray(mirror_obs_hwc(obs)), alive)]
+
+    def act_rows(self, obs, slots):
+        return _MIRROR[self.inner.act_rows(np.ascontiguousarray(mirror_obs_hwc(obs)), slots)]
 
     def new_episode(self):
         self.inner.new_episode()
