@@ -23,7 +23,7 @@ python train.py seed=13 $T hydra.run.dir=$OUT/rivals/vs-scripted opponent=script
     eval.stop_win_rate=null trainer.max_time=00:00:05:00 \
     "eval.opponents=[random,pretrained,final,scripted]"
 
-python scripts/train_champion.py --minutes 55 --out $OUT/stage1
+python scripts/train_champion.py --minutes 50 --out $OUT/stage1
 
 R=$OUT/rivals
 python scripts/train_champion.py --minutes 40 --out $OUT/stage2 --install \
