@@ -152,9 +152,10 @@ class TeamReplayBuffer(_Persistent):
     Team reward: the sum of the rewards of the agents that acted (``team_reward="sum"``,
     agents' values keep the per-agent scale of DDQN under VDN), or that sum divided by the
     team size (``"mean"``). Each agent's own reward is kept too (``agent_reward``, zero for
-    slots that did not act), for the learners' optional per-agent TD loss. Terminal: no agent of the team is alive afterwards (all dead, or
-    the game ended by a wipe-out, which MAgent2 reports as every agent terminating); reaching
-    the time limit is not terminal and bootstraps from the final row.
+    slots that did not act), for the learners' optional per-agent TD loss. Terminal: no agent
+    of the team is alive afterwards (all dead, or the game ended by a wipe-out, which MAgent2
+    reports as every agent terminating); reaching the time limit is not terminal and
+    bootstraps from the final row.
     """
 
     def __init__(self, capacity: int, n_agents: int = 81, state_shape=(45, 45, 5),

@@ -394,8 +394,9 @@ def test_shipped_champion_beats_red_final_on_both_sides(opponents_dir):
     ev = Evaluator(max_cycles=300, n_envs=4)
     as_blue = ev.play(champion.policy("blue"), final.policy("red"), 4, seed=1000)
     as_red = ev.play(final.policy("blue"), champion.policy("red"), 4, seed=2000)
-    assert [r.winner for r in as_blue] == ["blue"] * 4, [(r.blue_kills, r.red_kills) for r in as_blue]
-    assert [r.winner for r in as_red] == ["red"] * 4, [(r.blue_kills, r.red_kills) for r in as_red]
+    kills = lambda games: [(r.blue_kills, r.red_kills) for r in games]  # noqa: E731
+    assert [r.winner for r in as_blue] == ["blue"] * 4, kills(as_blue)
+    assert [r.winner for r in as_red] == ["red"] * 4, kills(as_red)
 
 
 def test_champion_script_reads_both_sides_off_the_tournament():
