@@ -156,7 +156,6 @@ class Evaluator:
                         start(i)
         return sorted(results, key=lambda r: r.seed)
 
-
     @staticmethod
     def _act_live(policy: Opponent, team_obs: list[np.ndarray], alive: list[np.ndarray]
                   ) -> list[np.ndarray]:

@@ -58,6 +58,9 @@ def hydra_group_and_choices() -> tuple[str | None, dict]:
     return group, dict(hc.runtime.choices)
 
 
+MAX_TAG = 64  # W&B refuses a longer tag (and with it the whole run)
+
+
 def run_tags(cfg: DictConfig, choices: dict) -> list[str]:
     """``algo:<name>``, ``opponent:<option>``, ``reward:<option>``, then ``logger.tags``."""
     opponent = choices.get("opponent") or "+".join(
@@ -67,8 +70,6 @@ def run_tags(cfg: DictConfig, choices: dict) -> list[str]:
     tags += [t for t in (cfg.logger.get("tags") or []) if t not in tags]
     return [t if len(t) <= MAX_TAG else t[:MAX_TAG - 3] + "..." for t in tags]
 
-
-MAX_TAG = 64  # W&B refuses a longer tag (and with it the whole run)
 
 
 def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = False):

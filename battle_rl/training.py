@@ -42,16 +42,12 @@ def init_weights(module, path: str) -> None:
     the target network starts as a copy. A resumed run's checkpoint overrides it."""
     from battle_rl.networks import load_policy
 
-    net = module.policy_net()
     try:
-        net.load_state_dict(load_policy(path).state_dict())
+        module.start_from(load_policy(path).state_dict())
     except RuntimeError as e:
         lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e)]
         raise ConfigError(f"init_from={path}: its network does not fit this run's algo.network "
                           f"({lines[0]})") from None
-    for target in ("target_net", "target_agent"):
-        if hasattr(module, target):
-            getattr(module, target).load_state_dict(net.state_dict())
 
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

@@ -45,15 +45,14 @@ def main():
 
     # battle-rl: the whole command, start-up included
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "evaluate.py", f"checkpoint={policy.resolve()}",
-                        f"episodes={args.episodes}", f"opponents_dir={OPPONENTS}",
-                        f"hydra.run.dir={work / 'eval'}"], cwd=ROOT, capture_output=True,
-                       text=True)
+    r_batched = subprocess.run([sys.executable, "evaluate.py", f"checkpoint={policy.resolve()}",
+                                f"episodes={args.episodes}", f"opponents_dir={OPPONENTS}",
+                                f"hydra.run.dir={work / 'eval'}"], cwd=ROOT,
+                               capture_output=True, text=True)
     batched_seconds = time.perf_counter() - t0
-    if r.returncode != 0:
-        sys.exit(r.stderr[-2000:])
-    print(r.stdout)
-    r_batched = r
+    if r_batched.returncode != 0:
+        sys.exit(r_batched.stderr[-2000:])
+    print(r_batched.stdout)
     batched = json.loads((work / "eval" / "eval.json").read_text())
 
     # the course's loop, same policy, same machine, same run

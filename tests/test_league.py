@@ -443,7 +443,7 @@ def test_named_policy_files_are_opponents_and_init_from_loads_weights(tmp_path):
     for learner in (module.q_net, module.target_net):
         for (k, a), b in zip(learner.state_dict().items(), net.state_dict().values()):
             assert torch.equal(a, b), k
-    rival = dataset.opponent.opponents[list(cfg.opponent.weights).index("rival")]
+    rival = next(o for o in dataset.opponent.opponents if o.name == "rival")
     obs, alive = some_obs()
     assert np.array_equal(rival.act(obs, alive), greedy_actions(Mirrored(net), obs, alive))
     assert np.array_equal(eval_cb.opponents["rival"].act(obs, alive), rival.act(obs, alive))

@@ -5,6 +5,8 @@ A learner module has:
   learns from; the training task hands it to Lightning as the train loader;
 - ``greedy(obs, alive) -> actions``: batched greedy actions for a team (rollouts, evaluation);
 - ``policy_net()``: the network exported as ``policy.pt`` ((N, 5, 13, 13) -> (N, 21));
+- ``start_from(state_dict)``: that network, and its target, set to given weights
+  (``init_from=``: fine-tuning a trained policy);
 - ``policy_from_checkpoint(ckpt)`` (classmethod): that network rebuilt from a Lightning
   checkpoint, so ``evaluate.py`` accepts ``.ckpt`` files.
 ``ALGORITHMS`` maps the ``name`` stored in a checkpoint to its class.

@@ -90,6 +90,10 @@ class DQN(pl.LightningModule):
     def policy_net(self) -> torch.nn.Module:
         return self.q_net
 
+    def start_from(self, state_dict: dict) -> None:
+        self.q_net.load_state_dict(state_dict)
+        self.target_net.load_state_dict(state_dict)
+
     # -- learning -------------------------------------------------------------------
     @staticmethod
     def preprocess(obs_u8: torch.Tensor) -> torch.Tensor:

@@ -96,6 +96,10 @@ class QMIX(pl.LightningModule):
     def policy_net(self) -> torch.nn.Module:
         return self.agent_net
 
+    def start_from(self, state_dict: dict) -> None:
+        self.agent_net.load_state_dict(state_dict)  # the mixer starts fresh
+        self.target_agent.load_state_dict(state_dict)
+
     # -- learning -------------------------------------------------------------------
     @staticmethod
     def preprocess(x_u8: torch.Tensor) -> torch.Tensor:
