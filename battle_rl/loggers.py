@@ -71,7 +71,6 @@ def run_tags(cfg: DictConfig, choices: dict) -> list[str]:
     return [t if len(t) <= MAX_TAG else t[:MAX_TAG - 3] + "..." for t in tags]
 
 
-
 def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = False):
     """The Lightning logger chosen by ``cfg.logger.name`` (wandb, csv or none).
 

@@ -25,25 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from battle_rl.env import N_ACTIONS, OBS_SHAPE
-
-IN_CHANNELS, VIEW = OBS_SHAPE[2], OBS_SHAPE[0]
+from battle_rl.env import N_ACTIONS
+from battle_rl.networks import trunk_layers
 
 
 class AgentQNetwork(nn.Module):
     def __init__(self, n_agents: int = 81, conv_channels=(5, 5), hidden=(120,),
                  id_embedding: int = 16, n_actions: int = N_ACTIONS):
         super().__init__()
-        layers, c, size = [], IN_CHANNELS, VIEW
-        for out in conv_channels:
-            layers += [nn.Conv2d(c, out, 3), nn.ReLU(inplace=True)]
-            c, size = out, size - 2
-        layers.append(nn.Flatten())
-        width = c * size * size
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
-            width = h
-        self.body = nn.Sequential(*layers)
+        convs, mlp, width = trunk_layers(conv_channels, hidden)
+        self.body = nn.Sequential(*convs, nn.Flatten(), *mlp)
         self.n_agents, self.id_dim = n_agents, id_embedding
         # the evaluator passes slot ids to policies that declare they use them
         self.uses_agent_id = id_embedding > 0

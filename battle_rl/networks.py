@@ -24,6 +24,20 @@ IN_CHANNELS, VIEW = OBS_SHAPE[2], OBS_SHAPE[0]
 from battle_rl.errors import PolicyLoadError  # noqa: E402,F401 (re-exported)
 
 
+def trunk_layers(conv_channels, hidden) -> tuple[list[nn.Module], list[nn.Module], int]:
+    """The seed's trunk as layer lists: 3x3 convolutions (no padding) + ReLU, then fully
+    connected + ReLU layers over the flattened result; also the width of the last one."""
+    convs, c, size = [], IN_CHANNELS, VIEW
+    for out in conv_channels:
+        convs += [nn.Conv2d(c, out, 3), nn.ReLU(inplace=True)]
+        c, size = out, size - 2
+    mlp, width = [], c * size * size
+    for h in hidden:
+        mlp += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+        width = h
+    return convs, mlp, width
+
+
 class QNetwork(nn.Module):
     """The seed's Q-network: 3x3 convolutions (no padding) + ReLU, flatten, MLP to 21 values.
 
@@ -32,17 +46,9 @@ class QNetwork(nn.Module):
 
     def __init__(self, conv_channels=(5, 5), hidden=(120,), n_actions: int = N_ACTIONS):
         super().__init__()
-        layers, c, size = [], IN_CHANNELS, VIEW
-        for out in conv_channels:
-            layers += [nn.Conv2d(c, out, 3), nn.ReLU(inplace=True)]
-            c, size = out, size - 2
-        self.cnn = nn.Sequential(*layers)
-        mlp, width = [], c * size * size
-        for h in hidden:
-            mlp += [nn.Linear(width, h), nn.ReLU(inplace=True)]
-            width = h
-        mlp.append(nn.Linear(width, n_actions))
-        self.head = nn.Sequential(*mlp)
+        convs, mlp, width = trunk_layers(conv_channels, hidden)
+        self.cnn = nn.Sequential(*convs)
+        self.head = nn.Sequential(*mlp, nn.Linear(width, n_actions))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.cnn(obs).flatten(1))
@@ -216,8 +222,8 @@ def q_values(net: nn.Module, obs_hwc: np.ndarray, agent_ids: np.ndarray | None =
     ``agent_ids`` (N,) are passed as the second argument to networks that declare
     ``uses_agent_id`` (the agent network of VDN/QMIX); other networks get one argument.
     """
-    # a contiguous NCHW copy: oneDNN's convolutions run about 20% faster on it than on the
-    # channels-last view a bare permute gives, with the same values
+    # a contiguous NCHW copy: the forward, copy included, is about 15% faster on it than on
+    # the channels-last view a bare permute gives (oneDNN picks other kernels), same values
     x = torch.from_numpy(obs_hwc).to(net_device(net)).permute(0, 3, 1, 2).contiguous()
     with torch.inference_mode():
         if agent_ids is not None and getattr(net, "uses_agent_id", False):

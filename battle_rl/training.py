@@ -37,6 +37,13 @@ def named_policies(cfg: DictConfig) -> dict[str, str]:
     return {name: to_absolute_path(str(path)) for name, path in (cfg.get("policies") or {}).items()}
 
 
+def eval_opponents(cfg: DictConfig) -> dict:
+    """``eval.opponents`` built by name (course nets, built-ins, ``policies.NAME``)."""
+    odir, policies = opponents_dir(cfg), named_policies(cfg)
+    return {n: make_opponent(n, odir, seed=cfg.seed, policies=policies)
+            for n in cfg.eval.opponents}
+
+
 def init_weights(module, path: str) -> None:
     """``init_from=PATH``: start from a trained policy's weights (the same network shape);
     the target network starts as a copy. A resumed run's checkpoint overrides it."""
@@ -121,8 +128,7 @@ def build(cfg: DictConfig, run_dir: Path):
     eval_cb = None
     if cfg.eval.every_n_steps > 0:
         eval_cb = EvalCallback(
-            opponents={n: make_opponent(n, odir, seed=cfg.seed, policies=policies)
-                       for n in cfg.eval.opponents},
+            opponents=eval_opponents(cfg),
             every_n_steps=cfg.eval.every_n_steps,
             episodes=cfg.eval.episodes,
             max_cycles=cfg.eval.max_cycles,
@@ -239,10 +245,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
             "objective": eval_cb.best_score[0] if eval_cb and eval_cb.best_score else 0.0,
         }
         if cfg.eval.final_episodes > 0 and not stop.requested:
-            odir, policies = opponents_dir(cfg), named_policies(cfg)
             table = evaluate(
-                net.eval(), {n: make_opponent(n, odir, seed=cfg.seed, policies=policies)
-                             for n in cfg.eval.opponents},
+                net.eval(), eval_opponents(cfg),
                 episodes=cfg.eval.final_episodes, seed=cfg.eval.seed, max_cycles=cfg.eval.max_cycles,
                 workers=cfg.eval.workers,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +41,23 @@ def run_script(script: str, *overrides: str, timeout: float = 300, env: dict | N
         [sys.executable, str(ROOT / script), *overrides],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env,
     )
+
+
+def evaluate_policy_and_checkpoint(run_dir: Path, tmp_path: Path, max_cycles: int) -> dict:
+    """``evaluate.py`` on a run's ``policy.pt`` and on its ``checkpoints/last.ckpt`` (2 games
+    against random and final each): ``{"policy": eval.json, "ckpt": eval.json}``, plus each
+    command's stdout under ``"stdout"``."""
+    results, stdout = {}, {}
+    for name, path in (("policy", run_dir / "policy.pt"),
+                       ("ckpt", run_dir / "checkpoints" / "last.ckpt")):
+        ev = tmp_path / f"eval-{name}"
+        r = run_script("evaluate.py", f"checkpoint={path}", "episodes=2",
+                       f"max_cycles={max_cycles}", "opponents=[random,final]",
+                       f"hydra.run.dir={ev}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        results[name] = json.loads((ev / "eval.json").read_text())
+        stdout[name] = r.stdout
+    return {**results, "stdout": stdout}
 
 
 # a run that trains for seconds: short episodes, small buffer, few updates, no final eval

@@ -3,7 +3,6 @@ and tiny end-to-end runs of every algorithm through train.py and evaluate.py."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from battle_rl.mixing import AgentQNetwork, QMixer, VDNMixer
 from battle_rl.networks import export_policy, greedy_actions, load_policy
 from battle_rl.opponents import RandomOpponent
 
-from conftest import TINY, run_script
+from conftest import TINY, evaluate_policy_and_checkpoint, run_script
 
 N = 81
 
@@ -293,14 +292,8 @@ def test_tiny_run_exports_policy_that_evaluate_loads(tmp_path, algo, opponents_d
     assert policy(torch.zeros(5, 5, 13, 13)).shape == (5, 21)  # one argument, like DDQN
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["hyper_parameters"]["name"] == algo
-    results = {}
-    for name, path in (("policy", out / "policy.pt"), ("ckpt", out / "checkpoints/last.ckpt")):
-        ev = tmp_path / f"eval-{name}"
-        r = run_script("evaluate.py", f"checkpoint={path}", "episodes=2", "max_cycles=20",
-                       "opponents=[random,final]", f"hydra.run.dir={ev}")
-        assert r.returncode == 0, r.stderr[-3000:]
-        results[name] = json.loads((ev / "eval.json").read_text())
-        assert set(results[name]) == {"random", "final"}
+    results = evaluate_policy_and_checkpoint(out, tmp_path, max_cycles=20)
+    assert set(results["policy"]) == set(results["ckpt"]) == {"random", "final"}
     assert results["policy"] == results["ckpt"]
 
 

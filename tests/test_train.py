@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY, run_script
+from conftest import TINY, evaluate_policy_and_checkpoint, run_script
 
 
 def test_tiny_run_writes_policy_and_prints_its_path_last(tmp_path):
@@ -52,14 +52,9 @@ def test_checkpoint_evaluates_like_exported_policy(tmp_path, opponents_dir):
     out = tmp_path / "run"
     r = run_script("train.py", *TINY, f"hydra.run.dir={out}")
     assert r.returncode == 0, r.stderr[-3000:]
-    results = {}
-    for name, ckpt in (("policy", out / "policy.pt"), ("ckpt", out / "checkpoints/last.ckpt")):
-        ev = tmp_path / f"eval-{name}"
-        r = run_script("evaluate.py", f"checkpoint={ckpt}", "episodes=2", "max_cycles=30",
-                       "opponents=[random,final]", f"hydra.run.dir={ev}")
-        assert r.returncode == 0, r.stderr[-3000:]
-        results[name] = json.loads((ev / "eval.json").read_text())
-        assert "Win" in r.stdout and "Draw" in r.stdout and "Lose" in r.stdout
+    results = evaluate_policy_and_checkpoint(out, tmp_path, max_cycles=30)
+    for stdout in results["stdout"].values():
+        assert "Win" in stdout and "Draw" in stdout and "Lose" in stdout
     assert results["policy"] == results["ckpt"]
 
 
