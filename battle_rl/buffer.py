@@ -50,10 +50,14 @@ class _Persistent:
 
 
 class ReplayBuffer(_Persistent):
-    def __init__(self, capacity: int, n_agents: int = 81, seed: int | None = None):
+    """Per-agent transitions; ``n_step`` > 1 samples n-step returns (see :meth:`sample`)."""
+
+    def __init__(self, capacity: int, n_agents: int = 81, seed: int | None = None,
+                 n_step: int = 1, gamma: float = 0.9):
         if capacity < 2 * n_agents + 1:
             raise ValueError(f"buffer capacity {capacity} must be at least {2 * n_agents + 1}")
         self.capacity, self.n_agents = capacity, n_agents
+        self.n_step, self.gamma = int(n_step), float(gamma)
         self.obs = np.zeros((capacity, *OBS_SHAPE), np.uint8)
         self.action = np.zeros(capacity, np.uint8)
         self.reward = np.zeros(capacity, np.float32)
@@ -123,12 +127,24 @@ class ReplayBuffer(_Persistent):
             draw = self.rng.integers(0, self.size, 2 * batch_size)
             idx = np.concatenate([idx, draw[self.ready[draw]]])
         idx = idx[:batch_size]
+        reward, done, last = self.reward[idx].copy(), self.done[idx].copy(), idx
+        discount = np.full(batch_size, self.gamma, np.float32)
+        # n-step: follow each agent's next rows while its episode goes on and they were played
+        # (a death, the time limit or the cycle being played now ends the sum early)
+        for _ in range(self.n_step - 1):
+            nxt = self.next[last]
+            more = ~done & self.ready[nxt]
+            reward = np.where(more, reward + discount * self.reward[nxt], reward)
+            done = np.where(more, self.done[nxt], done)
+            last = np.where(more, nxt, last)
+            discount = np.where(more, discount * self.gamma, discount)
         return {
             "obs": self.obs[idx],
             "action": self.action[idx].astype(np.int64),
-            "reward": self.reward[idx],
-            "next_obs": self.obs[self.next[idx]],
-            "done": self.done[idx],
+            "reward": reward.astype(np.float32),
+            "next_obs": self.obs[self.next[last]],
+            "done": done,
+            "discount": discount,  # gamma^k: the bootstrap's weight after k summed rewards
         }
 
     # the arrays saved for resume (see _Persistent)

@@ -13,7 +13,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-OPPONENT_NAMES = ("random", "pretrained", "final", "scripted", "self_play", "champion")
+OPPONENT_NAMES = ("random", "pretrained", "final", "scripted", "passive", "passive_strict",
+                  "self_play", "champion")
 # self-play needs a learner to copy: a training opponent only
 EVAL_OPPONENT_NAMES = tuple(n for n in OPPONENT_NAMES if n != "self_play")
 SELF_PLAY_SAMPLING = ("latest", "uniform", "win_rate")
@@ -66,6 +67,7 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, f"{h}.batch_size", lambda x: x <= cfg[h].buffer_size,
            f"must be <= hparams.buffer_size={_get(cfg, f'{h}.buffer_size')}")
     _check(cfg, f"{h}.updates_per_cycle", lambda x: float(x) > 0, "must be > 0")
+    _check(cfg, f"{h}.n_step", lambda x: int(x) == x and 1 <= x <= 50, "an integer in [1, 50]")
     _check(cfg, f"{h}.warmup", lambda x: int(x) == x and x >= 0, "an integer >= 0")
     _check(cfg, f"{h}.max_grad_norm", lambda x: float(x) > 0, "must be > 0")
     _check(cfg, f"{h}.episodes", lambda x: int(x) == x and x >= 1, "an integer >= 1 (or null)")
@@ -100,6 +102,7 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "self_play.pool_size", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     _check(cfg, "self_play.sampling", lambda x: x in SELF_PLAY_SAMPLING,
            "one of " + ", ".join(SELF_PLAY_SAMPLING))
+    _check(cfg, "reward.approach", lambda x: float(x) >= 0, "a weight >= 0 (0: off)")
     _check(cfg, "hparams.both_teams", lambda x: isinstance(x, bool), "true or false")
     _check(cfg, "algo.agent_loss", lambda x: float(x) >= 0, "a weight >= 0 (0: team loss only)")
     _check(cfg, "algo.team_reward", lambda x: x in ("sum", "mean"), "one of 'sum', 'mean'")

@@ -66,6 +66,8 @@ class BattleEnv:
 
         kwargs = dict(DEFAULT_REWARD)
         kwargs.update(reward or {})
+        # battle-rl's own shaping (training only): reward for closing in on the enemy
+        self.approach = float(kwargs.pop("approach", 0.0))
         self.map_size, self.max_cycles, self.reward_args = map_size, max_cycles, kwargs
         self.env = battle_v4.parallel_env(
             map_size=map_size, max_cycles=max_cycles, render_mode=render_mode, **kwargs
@@ -105,7 +107,10 @@ class BattleEnv:
     def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
         self.env.reset(seed=seed)
         self.cycle = 0
-        return self.observe_placed()
+        obs = self.observe_placed()
+        if self.approach:
+            self._distance = self._enemy_distance()
+        return obs
 
     def step(self, actions: dict[str, np.ndarray]) -> Step:
         engine = self.engine
@@ -131,8 +136,38 @@ class BattleEnv:
         truncated = self.cycle >= self.max_cycles
         done = truncated or not (self._alive["red"].any() or self._alive["blue"].any())
         kills = {t: int((reward[t] > KILL_THRESHOLD).sum()) for t in TEAMS}
+        if self.approach:
+            self._shape_approach(reward)
         return Step(obs=obs, reward=reward, died=died, alive=self.alive, kills=kills,
                     done=done, truncated=truncated)
+
+    def _enemy_distance(self) -> dict[str, np.ndarray]:
+        """Each slot's distance (in moves: Chebyshev cells) to the nearest enemy on the map."""
+        pos = {}
+        for k, t in enumerate(TEAMS):
+            slots = self.engine.get_agent_id(self.handles[k]) - k * self.n_agents
+            pos[t] = (slots, np.asarray(self.engine.get_pos(self.handles[k]), np.int32))
+        dist = {t: np.full(self.n_agents, np.nan) for t in TEAMS}
+        for t in TEAMS:
+            (slots, mine), (_, theirs) = pos[t], pos[other(t)]
+            if len(slots) and len(theirs):
+                gap = np.abs(mine[:, None, :] - theirs[None, :, :]).max(2)
+                dist[t][slots] = gap.min(1)
+        return dist
+
+    def _shape_approach(self, reward: dict[str, np.ndarray]) -> None:
+        """``approach`` x the cells an agent closed on its nearest enemy this cycle (negative
+        when it backed off), for agents alive before and after. It pays for finding an enemy
+        that is out of view, where the game's own rewards say nothing. Kills were counted
+        before shaping, and the evaluation never shapes."""
+        now = self._enemy_distance()
+        before = getattr(self, "_distance", None)
+        self._distance = now
+        if before is None:
+            return
+        for t in TEAMS:
+            closed = np.nan_to_num(before[t] - now[t])  # nan: not on the map at one end
+            reward[t] += (self.approach * np.clip(closed, -2, 2)).astype(np.float32)
 
     def state(self) -> np.ndarray:
         """The global state, (map_size, map_size, 5)."""

@@ -1,5 +1,5 @@
-"""Team policies: random, the course's networks, a scripted agent, self-play snapshots of the
-learner, the shipped champion, and a per-episode mix of them.
+"""Team policies: random, the course's networks, a scripted agent, a passive team that avoids
+battle, self-play snapshots of the learner, the shipped champion, and a per-episode mix of them.
 
 An opponent maps a team's observations (N, 13, 13, 5) and alive mask (N,) to N actions, in
 one batched call. ``new_episode()`` lets a mix choose who plays the next episode and
@@ -143,6 +143,70 @@ class ScriptedOpponent(Opponent):
         gap = np.abs(target[:, None, :] - self.moves[None]).sum(2)
         move = np.where(occupied, np.inf, gap).argmin(1)
         return np.where(adjacent.any(1), attack, move)
+
+
+class PassiveOpponent(Opponent):
+    """A team that avoids battle (batched in numpy, deterministic, no network).
+
+    Each agent retreats toward its own edge (``home_dx``: -1 for red, which starts at small
+    x; +1 for blue), then holds still: it attacks only an enemy that comes next to it (the
+    weakest adjacent one), and with ``attack=False`` (``passive_strict``) never attacks at all.
+    An agent that sees a horizontal wall slides toward it, into that corner; one that sees none
+    only leans away from the centre of the allies in view (by slot parity without allies) and
+    never moves purely up or down, so it cannot swing to and fro as its view changes. Moves
+    into occupied cells are avoided, and staying wins ties: the team lines its edge and fills
+    its corners, then holds.
+
+    Under the course's rule a draw against it is not a win: a team must find it in its
+    corners and kill 5 more than it loses within the episode.
+    """
+
+    stateless = True
+
+    def __init__(self, home_dx: int = -1, attack: bool = True):
+        self.home_dx, self.attack = home_dx, attack
+        self.name = "passive" if attack else "passive_strict"
+        c = OBS_SHAPE[0] // 2
+        self.neighbours = np.array([(c + dy, c + dx) for dy, dx in ATTACKS])
+        self.moves = np.array(MOVES)  # (13, 2) as (dy, dx)
+        self.dest = self.moves + c
+        self.stay = MOVES.index((0, 0))
+        self.long = np.array([k for k, (dy, dx) in enumerate(MOVES) if 2 in (abs(dy), abs(dx))])
+        self.via = self.moves[self.long] // 2 + c  # the cell a straight two-cell move passes
+        self.rows = np.arange(OBS_SHAPE[0]) - c  # dy of each row of the view
+
+    def act(self, obs, alive):
+        return self.act_rows(obs, np.arange(len(obs)))
+
+    def act_rows(self, obs, slots):
+        enemy, ally, wall = obs[..., 3] > 0, obs[..., 1] > 0, obs[..., 0] > 0
+        # which corner: a wall in view above or below, else the side of the visible allies
+        wall_rows = wall.sum(2) > OBS_SHAPE[1] // 2  # (n, 13): a horizontal wall in that row
+        up = wall_rows[:, : len(self.rows) // 2].any(1)
+        down = wall_rows[:, len(self.rows) // 2 + 1:].any(1)
+        ally_dy = (ally.sum(2) * self.rows).sum(1) / np.maximum(ally.sum((1, 2)), 1)
+        dy = np.where(ally_dy > 0, -1, np.where(ally_dy < 0, 1, np.where(slots % 2 == 0, -1, 1)))
+        corner = up ^ down  # a horizontal wall in view: slide toward it, into the corner
+        dy = np.where(corner, np.where(up, -1, 1), dy)
+        # without one, only a lean: a purely vertical move never beats staying put (so an agent
+        # cannot swing to and fro as the allies in its view change)
+        target = np.stack([np.where(corner, 6.0, 0.5) * dy,
+                           np.full(len(obs), 6.0 * self.home_dx)], 1)
+        blocked = enemy | ally | wall
+        occupied = blocked[:, self.dest[:, 0], self.dest[:, 1]]
+        # a straight two-cell move also needs the cell it passes (the view shows the map's
+        # border as one wall cell, and the void beyond it as empty)
+        occupied[:, self.long] |= blocked[:, self.via[:, 0], self.via[:, 1]]
+        occupied[:, self.stay] = False
+        gap = np.abs(target[:, None, :] - self.moves[None]).sum(2)
+        gap[:, np.arange(len(MOVES)) != self.stay] += 0.5  # a move must gain a whole cell
+        move = np.where(occupied, np.inf, gap).argmin(1)
+        if not self.attack:
+            return move
+        nb_y, nb_x = self.neighbours[:, 0], self.neighbours[:, 1]
+        adjacent = enemy[:, nb_y, nb_x]
+        hp = np.where(adjacent, obs[:, nb_y, nb_x, 4], np.inf)
+        return np.where(adjacent.any(1), len(MOVES) + hp.argmin(1), move)
 
 
 class MirroredOpponent(Opponent):
@@ -351,6 +415,8 @@ def make_opponent(name: str, opponents_dir: str | Path, seed: int | None = None,
         return RandomOpponent(seed)
     if name == "scripted":
         return ScriptedOpponent(advance_dx=+1)  # red starts at small x
+    if name in ("passive", "passive_strict"):  # red's own edge is at small x
+        return PassiveOpponent(home_dx=-1, attack=name == "passive")
     if name == "self_play":
         return SelfPlayPool(seed=seed, **(self_play or {}))
     if name == "champion":  # trained as blue: plays red through the mirror

@@ -11,7 +11,7 @@ advances toward the enemy's side; random is random. Writes ``results.md`` (ratin
 head, per side), ``results.json`` (all of it, every game included) and ``ratings.png``.
 
 Agents:
-- ``random``, ``scripted``; ``pretrained`` and ``final`` (the course's ``red.pt`` and
+- ``random``, ``scripted``, ``passive``, ``passive_strict``; ``pretrained`` and ``final`` (the course's ``red.pt`` and
   ``red_final.pt`` from ``--opponents-dir``); ``champion`` (``battle_rl/assets/champion.pt``);
 - a file: a battle-rl ``policy.pt`` or any TorchScript policy, a Lightning ``.ckpt`` of a
   battle-rl run, or a course-format state dict. Course-format files are taken as trained
@@ -39,11 +39,12 @@ from battle_rl import elo
 from battle_rl.errors import ConfigError, PolicyLoadError
 from battle_rl.evaluation import Evaluator
 from battle_rl.networks import CourseQNetwork, load_course_net, load_policy
-from battle_rl.opponents import (COURSE_FILES, NetOpponent, Opponent, RandomOpponent,
-                                 ScriptedOpponent, champion_file, course_file)
+from battle_rl.opponents import (COURSE_FILES, NetOpponent, Opponent, PassiveOpponent,
+                                 RandomOpponent, ScriptedOpponent, champion_file, course_file)
 from battle_rl.sides import Mirrored
 
 SIDES = ("blue", "red")
+BUILT_IN_TEAMS = ("random", "scripted", "passive", "passive_strict")  # no file, either side
 SCORE = {"blue": 1.0, "draw": 0.5, "red": 0.0}  # blue's points for each verdict
 
 
@@ -53,7 +54,7 @@ class Entrant:
 
     name: str
     spec: str
-    kind: str  # "net", "scripted" or "random"
+    kind: str  # "net", or a built-in team: "scripted", "passive", "passive_strict", "random"
     trained_as: str = "blue"  # for networks: the side whose view they were trained on
     net: nn.Module | None = None
 
@@ -62,6 +63,9 @@ class Entrant:
             return RandomOpponent()
         if self.kind == "scripted":
             return ScriptedOpponent(advance_dx=+1 if side == "red" else -1)
+        if self.kind in ("passive", "passive_strict"):  # home: red's edge at small x
+            return PassiveOpponent(home_dx=-1 if side == "red" else +1,
+                                   attack=self.kind == "passive")
         net = self.net if side == self.trained_as else Mirrored(self.net).eval()
         return NetOpponent(net, self.name)
 
@@ -74,7 +78,7 @@ def parse_entrant(spec: str, opponents_dir: str | Path) -> Entrant:
     for prefix in ("course:", "red:", "blue:"):
         if agent.startswith(prefix):
             side, agent = prefix[:-1], agent[len(prefix):]
-    if side is None and agent in ("random", "scripted"):
+    if side is None and agent in BUILT_IN_TEAMS:
         return Entrant(label or agent, spec, agent)
     if side is None and agent in COURSE_FILES:
         net = load_course_net(course_file(agent, opponents_dir))
@@ -83,8 +87,8 @@ def parse_entrant(spec: str, opponents_dir: str | Path) -> Entrant:
         return Entrant(label or agent, spec, "net", "blue", load_policy(champion_file()))
     path = Path(agent)
     if not path.exists():
-        raise ConfigError(f"agent {spec!r}: no such file, and not one of random, scripted, "
-                          f"pretrained, final, champion")
+        raise ConfigError(f"agent {spec!r}: no such file, and not one of "
+                          f"{', '.join(BUILT_IN_TEAMS)}, pretrained, final, champion")
     net = load_course_net(path) if side == "course" else load_policy(path)
     trained_as = {"course": "red", "red": "red", "blue": "blue"}.get(
         side, "red" if isinstance(net, CourseQNetwork) else "blue")
@@ -254,8 +258,8 @@ def run(agents: list[str], out: str | Path, episodes: int = 10, max_cycles: int 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m battle_rl.tournament",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("agents", nargs="+", help="policy files or random, scripted, pretrained, "
-                   "final, champion (course:PATH, red:PATH, blue:PATH, NAME=AGENT)")
+    p.add_argument("agents", nargs="+", help="policy files or random, scripted, passive, "
+                   "passive_strict, pretrained, final, champion (course:PATH, red:PATH, blue:PATH, NAME=AGENT)")
     p.add_argument("--episodes", type=int, default=10, help="games per side per pair")
     p.add_argument("--max-cycles", type=int, default=300)
     p.add_argument("--seed", type=int, default=0, help="game i is played with seed + i")

@@ -42,6 +42,8 @@ def run_one(algo: str, seed: int, args, extra: list[str]) -> dict:
         f"trainer.max_time=00:00:{int(args.budget * 4 + 600) // 60:02d}:00",
         "trainer.max_steps=1000000", "trainer.enable_progress_bar=false",
         f"eval.final_episodes={args.final_episodes}",
+        # the course's three: the time to 30/30 this benchmark reports is against them
+        "eval.opponents=[random,pretrained,final]",
         f"hydra.run.dir={run_dir}", *extra,
     ]
     if run_dir.exists():

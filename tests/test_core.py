@@ -78,6 +78,26 @@ class TestReplayBuffer:
         assert set(ids_of(b["next_obs"])) == {5, 6}
         assert not b["done"].any()
 
+    def test_n_step_returns_hand_computed(self):
+        """Slot 0 lives 3 cycles then dies, slot 1 lives on; 3-step returns with gamma 0.5."""
+        buf = ReplayBuffer(capacity=100, n_agents=2, seed=0, n_step=3, gamma=0.5)
+        buf.start_episode(obs_with_id([1, 2]), np.ones(2, bool))
+        cycles = [([10, 20], [1.0, 2.0], [False, False]),
+                  ([11, 21], [4.0, 8.0], [False, False]),
+                  ([0, 22], [16.0, 32.0], [True, False])]  # slot 0 dies at the 3rd cycle
+        for ids, rewards, died in cycles:
+            buf.add(np.zeros(2, int), np.array(rewards, np.float32), obs_with_id(ids),
+                    np.array(died), ~np.array(died))
+        b = buf.sample(400)
+        got = {i: (r, n, d, g) for i, r, n, d, g in
+               zip(ids_of(b["obs"]), b["reward"], ids_of(b["next_obs"]), b["done"],
+                   b["discount"])}
+        assert got[1][0] == pytest.approx(1 + 0.5 * 4 + 0.25 * 16) and got[1][2]  # to death
+        assert got[2] == pytest.approx((2 + 0.5 * 8 + 0.25 * 32, 22, False, 0.125))
+        assert got[20] == pytest.approx((8 + 0.5 * 32, 22, False, 0.25))  # cut: 22 not played
+        assert got[21] == pytest.approx((32, 22, False, 0.5))
+        assert got[10][0] == pytest.approx(4 + 0.5 * 16) and got[10][2]
+
     def test_compact_and_quantisation_exact_for_hp_steps(self):
         buf = ReplayBuffer(capacity=1000, n_agents=81)
         assert buf.bytes_per_row <= 1024

@@ -25,9 +25,10 @@ def td_target(
     done: torch.Tensor,
     next_q_target: torch.Tensor,
     next_q_online: torch.Tensor | None,
-    gamma: float,
+    gamma: float | torch.Tensor,
 ) -> torch.Tensor:
-    """r + gamma * (1 - done) * Q'(s', a*).
+    """r + gamma * (1 - done) * Q'(s', a*) (``gamma``: a number, or gamma^n per sample for
+    n-step returns).
 
     Double DQN: a* = argmax_a Q(s', a) of the online network, valued by the target network.
     Plain (the report's formula): a* = argmax_a Q'(s', a), i.e. max of the target network.
@@ -66,7 +67,8 @@ class DQN(pl.LightningModule):
             env=env,
             opponent=opponent,
             learner=self,
-            buffer=ReplayBuffer(hparams.buffer_size, env.n_agents * (2 if both else 1), seed=seed),
+            buffer=ReplayBuffer(hparams.buffer_size, env.n_agents * (2 if both else 1), seed=seed,
+                                n_step=hparams.get("n_step", 1), gamma=self.hparams.gamma),
             batch_size=hparams.batch_size,
             epsilon=EpsilonSchedule(**hparams.epsilon),
             updates_per_cycle=hparams.updates_per_cycle,
@@ -108,7 +110,8 @@ class DQN(pl.LightningModule):
         with torch.no_grad():
             next_online = self.q_net(next_obs) if hp.double else None
             target = td_target(
-                batch["reward"], batch["done"], self.target_net(next_obs), next_online, hp.gamma
+                batch["reward"], batch["done"], self.target_net(next_obs), next_online,
+                batch.get("discount", hp.gamma),
             )
         return F.smooth_l1_loss(q, target), q
 

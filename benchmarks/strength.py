@@ -1,0 +1,252 @@
+"""Strength: a fixed gauntlet on both sides, and strength over wall-clock training time.
+
+    python benchmarks/strength.py --policy runs/a/policy.pt [--policy b.pt ...]   # gauntlet only
+    python benchmarks/strength.py --train --seeds 0 1 2 --label default          # the default run
+    python benchmarks/strength.py --train --seeds 0 1 2 --label champion \\
+        +experiment=champion trainer.max_time=00:00:15:00
+
+The gauntlet (``GAUNTLET``): ``random``, ``pretrained`` (``red.pt``), ``final``
+(``red_final.pt``), ``scripted``, ``passive``, ``passive_strict``, the champion shipped on
+2026-11-29 (``benchmarks/agents/champion-2026-11-29.pt``, the fixed reference) and the held-out
+agents in ``benchmarks/agents/heldout-*.pt`` (trained with other seeds and recipes and kept out
+of every training pool: see ``benchmarks/agents/README.md``). Every policy plays every gauntlet
+opponent ``--episodes`` games on each side (blue, and red through the mirror) with the batched
+evaluator of the tournament; a course net missing from ``BATTLE_RL_OPPONENTS_DIR`` is left out
+with a note.
+
+With ``--train`` each seed trains with ``train.py``'s own code path and the given overrides; every
+``--every`` seconds of training (evaluation excluded) a snapshot of the policy is kept, and after
+training each snapshot plays the gauntlet with ``--curve-episodes`` games per side: the
+time-to-strength curve. The final ``policy.pt`` plays the full gauntlet.
+
+Prints W-D-L per side, kills and kills conceded per game, and Elo with 95% intervals (all
+policies and opponents rated together). Writes ``benchmarks/results/strength-<label>.json``, and
+with ``--train`` the curve as ``strength-<label>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+
+from common import OPPONENTS, RESULTS, ROOT, compose, machine
+
+AGENTS = ROOT / "benchmarks" / "agents"
+REFERENCE = AGENTS / "champion-2026-11-29.pt"
+BUILT_IN = ["random", "pretrained", "final", "scripted", "passive", "passive_strict"]
+
+
+def gauntlet_specs() -> list[str]:
+    """The gauntlet's agents as tournament specs (name=agent); missing course nets left out."""
+    from battle_rl.opponents import COURSE_FILES
+
+    specs = []
+    for name in BUILT_IN:
+        if name in COURSE_FILES and not (OPPONENTS / COURSE_FILES[name]).is_file():
+            print(f"note: {name} left out of the gauntlet: {COURSE_FILES[name]} is not in "
+                  f"{OPPONENTS} (set BATTLE_RL_OPPONENTS_DIR)", flush=True)
+            continue
+        specs.append(name)
+    if REFERENCE.is_file():
+        specs.append(f"champion-ref={REFERENCE}")
+    specs += [f"{p.stem}={p}" for p in sorted(AGENTS.glob("heldout-*.pt"))]
+    return specs
+
+
+class Snapshots(pl.Callback):
+    """Keeps the policy (TorchScript) every ``every`` seconds of training, evaluation excluded
+    (the evaluation callback's clock; the wall clock without one)."""
+
+    def __init__(self, every: float, folder: Path):
+        self.every, self.folder, self.taken = every, folder, []
+        self._start = None
+
+    def _seconds(self, trainer) -> float:
+        ev = trainer.eval_callback
+        return ev.train_seconds() if ev is not None else time.perf_counter() - self._start
+
+    def on_train_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        seconds = self._seconds(trainer)
+        if seconds >= self.every * (len(self.taken) + 1):
+            from battle_rl.networks import export_policy
+
+            path = export_policy(pl_module.policy_net(), self.folder / f"t{len(self.taken)}.pt")
+            self.taken.append({"seconds": round(seconds, 1), "step": trainer.global_step,
+                               "path": str(path)})
+
+
+def play(policies: dict[str, str], episodes: int, seed: int, workers: int, log=print,
+         max_cycles: int = 300) -> list:
+    """Every policy against every gauntlet opponent, ``episodes`` games on each side."""
+    from battle_rl.evaluation import Evaluator
+    from battle_rl.tournament import parse_entrant, play_round_robin
+
+    evaluator = Evaluator(max_cycles=max_cycles, workers=workers)
+    opponents = [parse_entrant(s, OPPONENTS) for s in gauntlet_specs()]
+    games = []
+    for name, path in policies.items():
+        me = parse_entrant(f"{name}={path}", OPPONENTS)
+        games += play_round_robin([me, *opponents], episodes, seed, evaluator, log, focus=name)
+    return games
+
+
+def per_side(games: list[dict], name: str) -> dict:
+    """``name``'s record against each opponent, per side: W-D-L, kills and kills conceded."""
+    table: dict[str, dict] = {}
+    for g in games:
+        if name not in (g["blue"], g["red"]):
+            continue
+        side = "blue" if g["blue"] == name else "red"
+        opp = g["red"] if side == "blue" else g["blue"]
+        mine, theirs = (g["blue_kills"], g["red_kills"]) if side == "blue" else \
+            (g["red_kills"], g["blue_kills"])
+        row = table.setdefault(opp, {}).setdefault(side, {"win": 0, "draw": 0, "lose": 0,
+                                                           "kills": [], "conceded": []})
+        verdict = "draw" if g["winner"] == "draw" else ("win" if g["winner"] == side else "lose")
+        row[verdict] += 1
+        row["kills"].append(mine)
+        row["conceded"].append(theirs)
+    for sides in table.values():
+        for row in sides.values():
+            row["kills"], row["conceded"] = (float(np.mean(row["kills"])),
+                                             float(np.mean(row["conceded"])))
+    return table
+
+
+def score(table: dict) -> float:
+    """Points per game over the whole gauntlet (a win 1, a draw 1/2)."""
+    rows = [r for sides in table.values() for r in sides.values()]
+    games = sum(r["win"] + r["draw"] + r["lose"] for r in rows)
+    return sum(r["win"] + r["draw"] / 2 for r in rows) / max(games, 1)
+
+
+def markdown(name: str, table: dict) -> str:
+    lines = [f"### {name}", "", "| opponent | as blue W-D-L | kills:conceded | as red W-D-L | "
+             "kills:conceded |", "|---|---|---|---|---|"]
+    for opp, sides in table.items():
+        cells = []
+        for side in ("blue", "red"):
+            r = sides.get(side)
+            cells += ["", ""] if r is None else [f"{r['win']}-{r['draw']}-{r['lose']}",
+                                                 f"{r['kills']:.1f}:{r['conceded']:.1f}"]
+        lines.append(f"| {opp} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def train_seed(seed: int, overrides: list[str], every: float, folder: Path) -> dict:
+    from battle_rl.training import train
+
+    cfg = compose([f"seed={seed}", "logger=csv", "print_config=false",
+                   "trainer.enable_progress_bar=false", *overrides])
+    run_dir = folder / f"seed{seed}"
+    snaps = Snapshots(every, run_dir / "strength_snapshots")
+    t0 = time.perf_counter()
+    summary = train(cfg, run_dir, extra_callbacks=[snaps])
+    return {"seed": seed, "command_seconds": round(time.perf_counter() - t0, 1),
+            "train_seconds": round(summary["train_seconds"], 1), "steps": summary["steps"],
+            "policy": summary["policy"], "policy_source": summary["policy_source"],
+            "table_i": summary.get("eval"), "snapshots": snaps.taken}
+
+
+def plot_curve(runs: list[dict], path: Path, label: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run in runs:
+        xs = [s["seconds"] for s in run["snapshots"]]
+        ax.plot(xs, [s["score"] for s in run["snapshots"]], "o-", label=f"seed {run['seed']}")
+    ax.set_xlabel("training seconds (evaluation excluded)")
+    ax.set_ylabel("gauntlet score (win 1, draw 1/2)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"strength over training time: {label}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--policy", action="append", default=[], help="a policy.pt to measure "
+                   "(NAME=PATH to name it); repeatable")
+    p.add_argument("--train", action="store_true", help="train first (overrides follow)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--every", type=float, default=30.0, help="snapshot every N training seconds")
+    p.add_argument("--episodes", type=int, default=30, help="games per side per opponent")
+    p.add_argument("--curve-episodes", type=int, default=10,
+                   help="games per side per opponent for each snapshot of the curve")
+    p.add_argument("--seed", type=int, default=0, help="game i is played with seed + i")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--max-cycles", type=int, default=300, help="cycles per gauntlet game")
+    p.add_argument("--results", default=str(RESULTS), help="folder for the results files")
+    p.add_argument("--label", default="policies")
+    p.add_argument("--out", default=None, help="folder for the training runs (default: a "
+                   "temporary folder)")
+    args, overrides = p.parse_known_args(argv)
+    if not args.train and not args.policy:
+        p.error("give --policy PATH and/or --train")
+    t0 = time.perf_counter()
+    policies = {}
+    for spec in args.policy:
+        name, path = spec.split("=", 1) if "=" in spec else (Path(spec).parent.name or "policy",
+                                                              spec)
+        policies[name] = path
+    runs = []
+    if args.train:
+        folder = Path(args.out or tempfile.mkdtemp(prefix="strength-"))
+        for seed in args.seeds:
+            run = train_seed(seed, overrides, args.every, folder)
+            print(f"seed {seed}: {run['train_seconds']} s of training, whole command "
+                  f"{run['command_seconds']} s", flush=True)
+            for snap in run["snapshots"]:
+                games = play({"snapshot": snap["path"]}, args.curve_episodes, args.seed,
+                             args.workers, log=lambda m: None, max_cycles=args.max_cycles)
+                snap["score"] = score(per_side(games, "snapshot"))
+                print(f"  {snap['seconds']:>7.1f} s: gauntlet score {snap['score']:.2f}",
+                      flush=True)
+            runs.append(run)
+            policies[f"{args.label}-s{seed}"] = run["policy"]
+    games = play(policies, args.episodes, args.seed, args.workers,
+                 log=lambda m: print(m, flush=True), max_cycles=args.max_cycles)
+    from battle_rl.tournament import summarize
+
+    names = list(dict.fromkeys([n for g in games for n in (g["blue"], g["red"])]))
+    ratings = summarize(names, games)["ratings"]
+    tables = {name: per_side(games, name) for name in policies}
+    for name, table in tables.items():
+        print(markdown(name, table) + f"\n\ngauntlet score {score(table):.3f}\n", flush=True)
+    print("| agent | Elo | 95% CI | W-D-L |\n|---|---:|---|---|")
+    for r in ratings:
+        print(f"| {r['name']} | {r['elo']:.0f} | {r['ci_low']:.0f} to {r['ci_high']:.0f} | "
+              f"{r['win']}-{r['draw']}-{r['lose']} |")
+    payload = {"label": args.label, "command": "python benchmarks/strength.py "
+               + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+               "gauntlet": gauntlet_specs(), "episodes_per_side": args.episodes,
+               "policies": policies, "tables": tables,
+               "scores": {n: score(t) for n, t in tables.items()}, "ratings": ratings,
+               "runs": runs, "seconds": round(time.perf_counter() - t0, 1)}
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"strength-{args.label}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    print(f"wrote {path}", flush=True)
+    if runs:
+        plot_curve(runs, results / f"strength-{args.label}.png", args.label)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
