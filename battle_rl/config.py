@@ -292,10 +292,10 @@ def job_dir_name(num, overrides, exclude=()) -> str:
     parts = []
     for arg in overrides:
         key, _, value = str(arg).partition("=")
-        key = key.lstrip("+~")
+        key, value = key.lstrip("+~"), value.replace("\\", "")  # sweepers escape ':' ','
         if key.startswith("hydra") or key in exclude or "/" in value or os.sep in value:
             continue
-        parts.append(f"{key.rsplit('.', 1)[-1]}={value.replace(chr(92), '')}")
+        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
     name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts))[:MAX_JOB_NAME].rstrip(",")
     return f"{num}_{name}" if name else str(num)
 

@@ -59,8 +59,9 @@ def leave_out_course_opponents(cfg: DictConfig, named: set[str] | None) -> list[
     with open_dict(cfg):
         for name in out:
             cfg.opponent.weights[name] = 0
-        for name in SHIPPED if not kept else ():
-            cfg.opponent.weights[name] = 1
+        if not kept:  # nothing left to train against: what ships
+            for name in SHIPPED:
+                cfg.opponent.weights[name] = 1
         cfg.eval.opponents = kept_eval or list(SHIPPED)
     return list(dict.fromkeys(out + out_eval))
 

@@ -191,7 +191,7 @@ def test_default_run_without_course_files_is_clean(tmp_path):
     ("evaluate.py", [f"checkpoint={CHAMPION}", "opponents=[final]"]),
 ])
 def test_named_course_opponent_without_its_file_is_an_error(tmp_path, script, args):
-    r = run_script(script, *args, f"hydra.run.dir={tmp_path / 'run'}", timeout=120,
+    r = run_script(script, *args, f"hydra.run.dir={tmp_path / 'run'}", timeout=300,
                    env={"BATTLE_RL_OPPONENTS_DIR": str(tmp_path)})
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr

@@ -309,11 +309,19 @@ def check_report(sweep: Path, n: int) -> None:
 def test_joblib_sweep_2x2_parallel_wandb_runs_in_one_group(tmp_path):
     """The grid sweep, gamma fixed (2 x 2), tiny budget, 2 joblib processes at once."""
     sweep = tmp_path / "grid"
+    # a path-valued override (the course files, wherever they are) stays out of folder names
+    deep = tmp_path / "a" / "deeply" / "nested" / "folder" / "of" / "opponents"
     r = run_script("train.py", "-m", "+sweep=grid", "+budget=tiny", "hparams.gamma=0.9",
-                   f"hydra.sweep.dir={sweep}", timeout=400)
+                   f"opponents_dir={deep}", f"hydra.sweep.dir={sweep}", timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     expected = [{"decay": d, "tau": t, "gamma": 0.9} for d in (500, 3000) for t in (0.005, 0.05)]
     runs = check_sweep(sweep, expected)
+    # one folder level per job, named by its number and swept values, short
+    names = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert [n.split("_", 1)[0] for n in names] == ["0", "1", "2", "3"]
+    assert {frozenset(n.split("_", 1)[1].split(",")) for n in names} == {
+        frozenset({"gamma=0.9", f"decay={d}", f"tau={t}"}) for d in (500, 3000)
+        for t in (0.005, 0.05)}
     # two worker processes (not this one), and runs overlapping in time: parallel jobs
     windows = [_wandb_window(job) for job, _, _ in runs]
     assert len({w[0] for w in windows}) == 2
