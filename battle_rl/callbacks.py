@@ -99,6 +99,8 @@ class EvalCallback(pl.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         pl_module.last_eval = win_rates
+        print(f"eval at {step} updates ({self.train_seconds():.0f} s of training): " + ", ".join(
+            f"{k} {r['win']}/{r['episodes']}" for k, r in table.items()), flush=True)
         if self.history_path:
             with self.history_path.open("a") as f:
                 f.write(json.dumps({"step": step, **metrics, "table": table}) + "\n")

@@ -7,10 +7,11 @@ points print it and exit with status 2, without a traceback (``debug=true`` show
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 OPPONENT_NAMES = ("random", "pretrained", "final", "scripted", "passive", "passive_strict",
@@ -130,8 +131,6 @@ def _is_duration(x) -> bool:
 
 def validate_eval(cfg: DictConfig) -> None:
     """Ranges of the evaluation configuration (evaluate.py)."""
-    from omegaconf import OmegaConf
-
     validate_env(cfg)
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise ConfigError("checkpoint=PATH is required: a policy.pt, a .ckpt or a run directory")
@@ -156,10 +155,11 @@ def validate_env(cfg: DictConfig) -> None:
     _check(cfg, "seed", lambda x: int(x) == x and x >= 0, "an integer >= 0")
 
 
-def check_group_choices(overrides: list[str]) -> None:
+def check_group_choices(overrides: list[str], config_dirs: list[Path] | None = None) -> None:
     """Unknown options of a config group (``algo=nope``), comma sweeps included; the groups
-    are conf/'s and the sweep groups of multirun_sweeps/ (``+sweep=...``, ``+budget=...``)."""
-    dirs = [CONF_DIR, SWEEPS_DIR]
+    are those of the config folders (conf/, or ``-cp`` / ``--config-dir``) and the sweep groups
+    of multirun_sweeps/ (``+sweep=...``, ``+budget=...``)."""
+    dirs = [*(config_dirs or [CONF_DIR]), SWEEPS_DIR]
     groups = {p.name for d in dirs if d.is_dir() for p in d.iterdir()
               if p.is_dir() and p.name not in ("hydra", "__pycache__")}
     for arg in overrides:
@@ -177,16 +177,49 @@ def check_group_choices(overrides: list[str]) -> None:
                                   f"(choose from: {', '.join(options)})")
 
 
-def compose_overrides(config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose the configuration as Hydra will, turning its errors into one line."""
-    from hydra import compose, initialize_config_dir
+def search_path(calling_file: str | None = None, config_path: str | None = None,
+                config_dir: str | None = None):
+    """Hydra's config search path, built as ``@hydra.main`` builds it: the script's
+    ``config_path`` (or ``-cp``, relative to the script), plus ``--config-dir``."""
+    from hydra._internal.utils import create_automatic_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+
+    if calling_file is None or config_path is None:
+        calling_file, config_path = str(CONF_DIR.parent / "train.py"), CONF_DIR.name
+    path = create_automatic_config_search_path(calling_file, None, config_path)
+    if config_dir is not None:
+        folder = os.path.abspath(config_dir)
+        if not os.path.isdir(folder):
+            raise ConfigError(f"--config-dir={config_dir}: no such folder")
+        path.prepend(provider="command-line", path=f"file://{folder}",
+                     anchor=SearchPathQuery(provider="schema"))
+    return path
+
+
+def config_dirs(path) -> list[Path]:
+    """The local folders of a search path (the main one and ``--config-dir``)."""
+    return [Path(e.path.removeprefix("file://")) for e in path.get_path()
+            if e.provider in ("main", "command-line") and not e.path.startswith("pkg://")]
+
+
+def compose_overrides(config_name: str, overrides: list[str], path=None) -> DictConfig:
+    """Compose the configuration as Hydra will (``path``: its search path, default conf/),
+    turning its errors into one line."""
+    from hydra._internal.hydra import Hydra
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException, MissingConfigException
     from hydra.errors import OverrideParseException
+    from hydra.types import RunMode
+    from omegaconf import open_dict, read_write
 
-    check_group_choices(overrides)
+    path = path if path is not None else search_path()
+    check_group_choices(overrides, config_dirs(path))
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name, overrides=overrides)
+        hydra = Hydra.create_main_hydra2(task_name="battle_rl", config_search_path=path)
+        try:
+            cfg = hydra.compose_config(config_name, overrides, run_mode=RunMode.RUN)
+        finally:
+            GlobalHydra.instance().clear()
     except OverrideParseException as e:
         raise ConfigError(f"cannot parse the override: {str(e).splitlines()[0]}") from None
     except MissingConfigException as e:
@@ -198,6 +231,9 @@ def compose_overrides(config_name: str, overrides: list[str]) -> DictConfig:
             raise ConfigError(f"{key}: no such key (check the spelling; `+{key}=...` adds a "
                               f"new key)") from None
         raise ConfigError(msg.splitlines()[0]) from None
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def check_creatable(key: str, path: str) -> None:
@@ -221,23 +257,55 @@ def check_creatable(key: str, path: str) -> None:
             d.rmdir()
 
 
-def precheck(config_name: str, argv: list[str], validator) -> None:
+# Hydra flags that only show something (help, the configuration, information): no job runs
+SHOW_ONLY = ("help", "hydra_help", "version", "cfg", "info", "shell_completion",
+             "experimental_rerun")
+
+
+def precheck(config_name: str, args, validator, calling_file: str | None = None,
+             config_path: str | None = None) -> None:
     """Everything that can be checked before Hydra starts (and creates any folder).
 
+    ``args``: the command line as Hydra's own parser reads it (``hydra._internal.utils.
+    get_args_parser``). Flags that only show something are Hydra's business; otherwise the
+    overrides are composed with the same search path (``-cp``, ``-cn``, ``--config-dir``).
     Single runs are composed and validated in full; in a multirun the group options are
     checked and each job validates its own values.
     """
-    for arg in argv:
+    if any(getattr(args, flag, None) for flag in SHOW_ONLY):
+        return
+    overrides = list(args.overrides)
+    for arg in overrides:
         if arg.startswith(("hydra.run.dir=", "hydra.sweep.dir=")):
             check_creatable(*arg.split("=", 1))
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra.")
-                 and not a.startswith("+hydra")]
-    if multirun:
-        check_group_choices(overrides)
+    path = search_path(calling_file, args.config_path or config_path, args.config_dir)
+    if args.multirun:
+        check_group_choices(overrides, config_dirs(path))
         return
-    cfg = compose_overrides(config_name, overrides)
+    cfg = compose_overrides(args.config_name or config_name, overrides, path)
     validator(cfg)
+
+
+MAX_JOB_NAME = 60  # characters of a sweep job's folder name after its number
+
+
+def job_dir_name(num, overrides, exclude=()) -> str:
+    """A sweep job's folder (``hydra.sweep.subdir``): its number and the values of its
+    overrides, short keys, paths left out (``3_decay=500,tau=0.05``): one level, short."""
+    parts = []
+    for arg in overrides:
+        key, _, value = str(arg).partition("=")
+        key, value = key.lstrip("+~"), value.replace("\\", "")  # sweepers escape ':' ','
+        if key.startswith("hydra") or key in exclude or "/" in value or os.sep in value:
+            continue
+        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts))[:MAX_JOB_NAME].rstrip(",")
+    return f"{num}_{name}" if name else str(num)
+
+
+# hydra.sweep.subdir in conf/config.yaml; registered wherever battle_rl.config is imported
+# (the entry points, and so every launcher's job process)
+OmegaConf.register_new_resolver("battle_rl.job_dir", job_dir_name, replace=True)
 
 
 def fail(message: str, code: int = 2):

@@ -1,14 +1,16 @@
-"""The terminal during training: the composed configuration as a tree, and a progress bar with
-live figures (updates and agent steps per second, epsilon, episodes, the last win rates)."""
+"""The terminal during training: the composed configuration as a tree, and a one-line progress
+bar with live figures (updates, time, updates per second, epsilon, the last evaluation)."""
 
 from __future__ import annotations
 
 import time
 
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.callbacks import ProgressBar, Timer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Column
 from rich.tree import Tree
 
 
@@ -32,42 +34,97 @@ def print_config(cfg: DictConfig) -> None:
     Console().print(config_tree(cfg))
 
 
-class BattleProgressBar(RichProgressBar):
-    """Lightning's rich bar (at a few refreshes per second: the machine has 2 cores to spare
-    for the game and the updates), showing the learner's rollout counters and the win rates
-    of the last evaluation instead of Lightning's version number."""
+class BattleProgressBar(ProgressBar):
+    """One line that fits an 80-column terminal, refreshed a few times a second (the machine
+    has few cores to spare for the game and the updates):
+
+        ━━━━━━━━━━━━  1250/20000  0:00:12/0:05:00  104 upd/s  eps 0.52  win 80% final
+
+    The bar shows how far training is toward whichever limit comes first (``max_steps`` or the
+    ``max_time`` budget); then the updates, the time (and budget), updates per second,
+    epsilon, and the worst win rate of the last evaluation, with its opponent. A narrower
+    terminal cuts the line short rather than wrapping it."""
 
     def __init__(self, refresh_rate: int = 4, rate_window: float = 1.0):
-        super().__init__(refresh_rate=refresh_rate, leave=True)
-        self.rate_window = rate_window  # seconds over which rates are measured
-        self._mark: tuple[float, int, int] | None = None  # (time, global step, agent steps)
-        self._rates: dict[str, str] = {}
+        super().__init__()
+        self.refresh_rate, self.rate_window = refresh_rate, rate_window
+        self._enabled = True
+        self.progress: Progress | None = None
+        self._mark: tuple[float, int] | None = None  # (time, global step) rates start from
+        self._rate = ""
         self._last_eval: dict | None = None  # the win rates shown, set by the EvalCallback
 
-    def get_metrics(self, trainer, pl_module) -> dict:
-        items = super().get_metrics(trainer, pl_module)
-        items.pop("v_num", None)
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module):
+        if not self._enabled:
+            return
+        line = Column(no_wrap=True, overflow="ellipsis")
+        self.progress = Progress(BarColumn(bar_width=12), TextColumn("{task.description}",
+                                                                     table_column=line),
+                                 refresh_per_second=self.refresh_rate, console=Console())
+        self.task = self.progress.add_task("", total=1.0)
+        self.progress.start()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.progress is not None:
+            done, status = self.status(trainer, pl_module)
+            self.progress.update(self.task, completed=done, description=status)
+
+    def on_train_end(self, trainer, pl_module):
+        self._stop()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self._stop()
+
+    def teardown(self, trainer, pl_module, stage):
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def status(self, trainer, pl_module) -> tuple[float, str]:
+        """(fraction of the run done, the figures after the bar)."""
+        step, max_steps = trainer.global_step, trainer.max_steps
+        parts, done = [f"{step}/{max_steps}" if max_steps > 0 else f"{step} updates"], 0.0
+        if max_steps > 0:
+            done = step / max_steps
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and timer.time_elapsed("train") is not None:
+            elapsed, left = timer.time_elapsed("train"), timer.time_remaining("train")
+            parts.append(f"{_clock(elapsed)}/{_clock(elapsed + left)}")
+            done = max(done, elapsed / max(elapsed + left, 1e-9))
+        parts.append(self._measure_rate(step))
         rollout = getattr(pl_module, "rollout", None)
+        if rollout is not None:
+            parts.append(f"eps {rollout.epsilon:.2f}")
         evals = getattr(pl_module, "last_eval", None)
         if evals is not self._last_eval:  # an evaluation paused training: measure anew
             self._last_eval, self._mark = evals, None
-        if rollout is not None:
-            items.update(self._measure_rates(trainer.global_step, rollout.agent_steps))
-            items["eps"] = f"{rollout.epsilon:.3f}"
-            items["episodes"] = str(rollout.episodes)
-        for name, rate in (evals or {}).items():
-            items[f"win:{name}"] = f"{rate:.0%}"
-        return items
+        if evals:
+            worst = min(evals, key=evals.get)
+            parts.append(f"win {evals[worst]:.0%} {worst}")
+        return min(done, 1.0), "  ".join(p for p in parts if p)
 
-    def _measure_rates(self, step: int, agent_steps: int) -> dict[str, str]:
-        """Rates over the last ``rate_window`` seconds (called every batch: stays cheap)."""
+    def _measure_rate(self, step: int) -> str:
+        """Updates per second over the last ``rate_window`` seconds (called every batch)."""
         now = time.perf_counter()
         if self._mark is None:
-            self._mark = (now, step, agent_steps)
-        t0, step0, agent0 = self._mark
+            self._mark = (now, step)
+        t0, step0 = self._mark
         if step > step0:  # shown from the second update on, even in a run shorter than a window
-            self._rates = {"upd/s": f"{(step - step0) / (now - t0):.0f}",
-                           "agent-steps/s": f"{(agent_steps - agent0) / (now - t0):,.0f}"}
+            self._rate = f"{(step - step0) / (now - t0):.0f} upd/s"
         if now - t0 >= self.rate_window:
-            self._mark = (now, step, agent_steps)
-        return self._rates
+            self._mark = (now, step)
+        return self._rate
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -204,14 +204,14 @@ def evaluate(blue: nn.Module, opponents: dict[str, Opponent], episodes: int = 30
 def format_table(table: dict) -> str:
     """Table I in the report's form: Win / Draw / Lose and mean +- std rewards per team."""
     header = f"{'Opponent':<12} {'Win':>4} {'Draw':>5} {'Lose':>5}   {'Blue reward':>16}   " \
-             f"{'Red reward':>16}   {'Kills B:R':>11}"
+             f"{'Red reward':>16}   {'Kills B:R':>10}"
     lines = [header, "-" * len(header)]
     for name, row in table.items():
         lines.append(
             f"{name:<12} {row['win']:>4} {row['draw']:>5} {row['lose']:>5}   "
             f"{row['blue_reward']:>7.3f} +- {row['blue_reward_std']:<6.3f}   "
             f"{row['red_reward']:>7.3f} +- {row['red_reward_std']:<6.3f}   "
-            f"{row['blue_kills']:>5.1f}:{row['red_kills']:<5.1f}"
+            f"{row['blue_kills']:>5.1f}:{row['red_kills']:.1f}"
         )
     return "\n".join(lines)
 
@@ -230,11 +230,18 @@ def run_evaluation(cfg, run_dir: Path) -> dict:
 
     from battle_rl.config import validate_eval
     from battle_rl.networks import load_policy
-    from battle_rl.opponents import check_opponent, make_opponent
+    from battle_rl.opponents import (SHIPPED, check_opponent, command_line_opponents,
+                                     leave_out_missing, left_out_notice, make_opponent,
+                                     write_opponents_record)
 
     validate_eval(cfg)
     odir = Path(to_absolute_path(str(cfg.opponents_dir)))
-    for name in cfg.opponents:
+    # course opponents of the default list whose files are missing are left out (one line)
+    names, left_out = leave_out_missing(list(cfg.opponents), odir, command_line_opponents())
+    names = names or list(SHIPPED)
+    if left_out:
+        print(left_out_notice(left_out, odir), flush=True)
+    for name in names:
         check_opponent(name, odir)
     video = None
     if cfg.get("video", False):  # off: no render mode, no pygame / ffmpeg, nothing imported
@@ -243,7 +250,7 @@ def run_evaluation(cfg, run_dir: Path) -> dict:
         video = VideoSettings.from_config(cfg)
     torch.set_num_threads(int(cfg.threads))
     policy = load_policy(to_absolute_path(str(cfg.checkpoint)))
-    opponents = {name: make_opponent(name, odir, seed=cfg.seed) for name in cfg.opponents}
+    opponents = {name: make_opponent(name, odir, seed=cfg.seed) for name in names}
     t0 = time.perf_counter()
     table = evaluate(policy, opponents, episodes=int(cfg.episodes), seed=int(cfg.seed),
                      max_cycles=int(cfg.max_cycles), map_size=int(cfg.map_size),
@@ -263,6 +270,7 @@ def run_evaluation(cfg, run_dir: Path) -> dict:
         print(f"videos: {time.perf_counter() - t0:.1f} s on top of the table's "
               f"{table_seconds:.1f} s", flush=True)
     path = write_eval_json(table, run_dir / "eval.json")
+    write_opponents_record(run_dir / "opponents.json", {"evaluation": names}, left_out, odir)
     plot_table(table, run_dir / "eval.png")
     print(path, flush=True)
     return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
 from pathlib import Path
@@ -10,6 +11,9 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig, OmegaConf
 
 from battle_rl.config import ConfigError
+
+
+WANDB_RUN_FILE = "wandb_run.json"  # in the run folder: the W&B run's id, group and folder
 
 
 def wandb_key_available() -> bool:
@@ -74,7 +78,8 @@ def run_tags(cfg: DictConfig, choices: dict) -> list[str]:
 def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = False):
     """The Lightning logger chosen by ``cfg.logger.name`` (wandb, csv or none).
 
-    A W&B run records its id in ``<run dir>/wandb_run_id``; a resumed run continues it.
+    A W&B run records its id, group and folder in ``<run dir>/wandb_run.json`` as it starts
+    (the sweep report reads it); a resumed run continues the same W&B run.
     """
     lc = cfg.logger
     if lc.name == "none":
@@ -88,16 +93,19 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = 
     if lc.mode == "online" and not wandb_key_available():
         raise ConfigError("logger.mode=online needs a W&B API key: run `wandb login` or set "
                           "WANDB_API_KEY (the default logger.mode=offline needs no account)")
-    os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
     from pytorch_lightning.loggers import WandbLogger
+
+    # W&B's own notices (the sync hint, a deprecation warning about an argument Lightning
+    # passes) only with debug=true: train.py prints where the run is and how to sync it
+    wandb.setup(settings=wandb.Settings(silent=not cfg.get("debug", False)))
 
     sweep, choices = hydra_group_and_choices()
     group = lc.get("group") or sweep  # all jobs of one multirun share a group
     config = OmegaConf.to_container(cfg, resolve=True)
     config["logger"]["group"] = group
-    id_file = run_dir / "wandb_run_id"
-    run_id = id_file.read_text().strip() if resuming and id_file.is_file() else None
+    id_file = run_dir / WANDB_RUN_FILE
+    run_id = json.loads(id_file.read_text())["id"] if resuming and id_file.is_file() else None
     logger = WandbLogger(
         project=lc.project,
         id=run_id,
@@ -111,7 +119,10 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = 
         config=config,
         settings=wandb.Settings(init_timeout=float(lc.get("init_timeout", 90))),
     )
-    id_file.write_text(logger.experiment.id)  # starts the run now: problems show at once
+    run = logger.experiment  # starts the run now: problems show at once
+    id_file.write_text(json.dumps({"id": run.id, "group": group, "name": run_name,
+                                   "project": lc.project, "mode": lc.mode,
+                                   "dir": str(Path(run.dir).parent)}, indent=1))
     return logger
 
 
@@ -159,3 +170,23 @@ def close_logger(logger) -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+def where_line(run_dir: Path, loggers: list) -> str:
+    """One line: the run's folder, and where its metrics go (W&B offline: how to upload)."""
+    def short(p) -> str:
+        p = Path(p).resolve()
+        return str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(p)
+
+    line = f"run folder: {short(run_dir)}"
+    wandb_logger = next((lg for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
+    if wandb_logger is not None:
+        info = json.loads((run_dir / WANDB_RUN_FILE).read_text())
+        if info["mode"] == "offline":
+            return f"{line}; W&B offline, to upload: wandb sync {short(info['dir'])}"
+        if info["mode"] == "online":
+            return f"{line}; W&B: {wandb_logger.experiment.url}"
+        return f"{line}; W&B disabled, metrics in {short(run_dir / 'csv' / 'metrics.csv')}"
+    if loggers:
+        return f"{line}; metrics in {short(run_dir / 'csv' / 'metrics.csv')}"
+    return f"{line}; no logger"

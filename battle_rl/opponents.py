@@ -378,6 +378,75 @@ def course_file(name: str, opponents_dir: str | Path) -> Path:
     return path
 
 
+# what ships with battle-rl: opponents a default list falls back to when nothing else is left
+SHIPPED = ("random", "scripted", "champion")
+
+
+def named_on_command_line(overrides: list[str]) -> set[str]:
+    """The opponents a command line names itself (``opponent=final``,
+    ``opponent.weights.final=1``, ``eval.opponents=[final]``, evaluate.py's
+    ``opponents=[final]``), as opposed to those that come from the configuration's defaults."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    names: set[str] = set()
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key, value = o.key_or_group, o.value()
+        if o.is_delete() or o.is_sweep_override():
+            continue
+        if key == "opponent" and isinstance(value, str):
+            names.add(value)
+        elif key.startswith("opponent.weights."):
+            names.add(key.rsplit(".", 1)[1])
+        elif key == "opponent.weights" and isinstance(value, dict):
+            names.update(value)
+        elif key in ("eval.opponents", "opponents") and isinstance(value, list):
+            names.update(map(str, value))
+    return names
+
+
+def command_line_opponents() -> set[str] | None:
+    """The opponents this run's command line names; None outside a Hydra job (then every
+    opponent counts as named: a missing course file is an error)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return named_on_command_line(list(HydraConfig.get().overrides.task))
+    except ValueError:
+        return None
+
+
+def leave_out_missing(names: list[str], opponents_dir: str | Path, named: set[str] | None
+                      ) -> tuple[list[str], list[str]]:
+    """(kept, left out): the course opponents among ``names`` whose files are missing are
+    left out, unless the command line named them (``named``; None: all are named, nothing is
+    left out and a missing file stays an error)."""
+    if named is None:
+        return list(names), []
+    out = [n for n in names if n in COURSE_FILES and n not in named
+           and not (Path(opponents_dir) / COURSE_FILES[n]).is_file()]
+    return [n for n in names if n not in out], out
+
+
+def left_out_notice(left_out: list[str], opponents_dir: str | Path,
+                    setting: str = "opponents_dir=FOLDER (or BATTLE_RL_OPPONENTS_DIR)") -> str:
+    """The one line that says which course opponents were left out and how to get them."""
+    files = ", ".join(f"{n} ({COURSE_FILES[n]})" for n in left_out)
+    return (f"note: left out the course opponents {files}, not found in {opponents_dir}: "
+            f"get them from {SOURCE} and set {setting}")
+
+
+def write_opponents_record(path: str | Path, played: dict, left_out: list[str],
+                           opponents_dir: str | Path) -> Path:
+    """``opponents.json`` beside ``eval.json``: who was played (``played``: e.g. the training
+    weights and the evaluation's opponents) and which course opponents were left out, why."""
+    import json
+
+    path = Path(path)
+    path.write_text(json.dumps({**played, "left_out": {
+        n: f"{Path(opponents_dir) / COURSE_FILES[n]} not found" for n in left_out}}, indent=1))
+    return path
+
+
 def champion_file() -> Path:
     """The shipped champion, or a clear error saying how to make it."""
     if not CHAMPION_PATH.is_file():

@@ -1,9 +1,10 @@
 """Offline report of a Hydra sweep: ``python -m battle_rl.report <sweep dir>``.
 
-Reads only what the sweep left on disk (no W&B server): for every job folder, the overrides
-(``.hydra/overrides.yaml``), the final Table I (``eval.json``), the evaluations during training
-(``eval_history.jsonl``), and the training metrics of the CSV logger (``csv/metrics.csv``) or of
-the offline W&B run (``wandb/offline-run-*``). Writes into the sweep folder:
+Reads only what battle-rl itself wrote into the sweep folder (no W&B server, none of W&B's
+files): for every job folder, the overrides (``.hydra/overrides.yaml``), the final Table I
+(``eval.json``), the evaluations during training (``eval_history.jsonl``), the training metrics
+(``csv/metrics.csv``, written beside W&B too) and the W&B run's id and group
+(``wandb_run.json``). Writes into the sweep folder:
 
 - ``report.md``: one row per job: the swept values, the final win rate against each opponent,
   the worst of them (the objective a sweep maximises), the time and updates until the
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from battle_rl.loggers import WANDB_RUN_FILE
 
 MISSING = "—"
 
@@ -144,18 +147,12 @@ def load_run(path: Path, sweep_dir: Path) -> Run:
     csvs = sorted(p for p in path.rglob("metrics.csv") if "wandb" not in p.parts)
     if csvs:
         run.metrics, run.metrics_source = _read_csv_metrics(csvs[0]), "csv"
-    from battle_rl.wandb_offline import find_offline_runs, read_offline_run
-
-    for offline in find_offline_runs(path)[-1:]:
+    if (path / WANDB_RUN_FILE).is_file():  # written by battle_rl.loggers as the run starts
         try:
-            wb = read_offline_run(offline)
-        except Exception:  # noqa: BLE001 - a damaged or foreign file: skip its extras
-            continue
-        run.wandb_id, run.wandb_group = wb.run_id, wb.group
-        if not run.metrics:
-            run.metrics = [{("step" if k == "trainer/global_step" else k): v
-                            for k, v in h.items()} for h in wb.history]
-            run.metrics_source = "wandb"
+            wb = json.loads((path / WANDB_RUN_FILE).read_text())
+            run.wandb_id, run.wandb_group = wb.get("id", ""), wb.get("group") or ""
+        except json.JSONDecodeError:
+            pass  # cut short by a killed job
     return run
 
 

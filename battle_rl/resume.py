@@ -21,7 +21,6 @@ import yaml
 from battle_rl.errors import ConfigError
 
 REPLAY_FILE = "replay.npz"
-WANDB_ID_FILE = "wandb_run_id"
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:

@@ -2,6 +2,7 @@
 
     python -m battle_rl.tournament runs/a/policy.pt b.pt scripted random final \\
         course:path/red.pt champion --episodes 10 --out tournament/
+    python -m battle_rl.tournament      # champion, scripted, random and the course nets
 
 Every pair plays ``--episodes`` games with A as blue against B as red and as many with B as
 blue against A as red (the batched evaluator; game ``i`` of every matchup uses seed
@@ -40,11 +41,13 @@ from battle_rl.errors import ConfigError, PolicyLoadError
 from battle_rl.evaluation import Evaluator
 from battle_rl.networks import CourseQNetwork, load_course_net, load_policy
 from battle_rl.opponents import (COURSE_FILES, NetOpponent, Opponent, PassiveOpponent,
-                                 RandomOpponent, ScriptedOpponent, champion_file, course_file)
+                                 RandomOpponent, ScriptedOpponent, champion_file, course_file,
+                                 leave_out_missing, left_out_notice)
 from battle_rl.sides import Mirrored
 
 SIDES = ("blue", "red")
 BUILT_IN_TEAMS = ("random", "scripted", "passive", "passive_strict")  # no file, either side
+DEFAULT_AGENTS = ("champion", "scripted", "passive", "random", "pretrained", "final")  # none named
 SCORE = {"blue": 1.0, "draw": 0.5, "red": 0.0}  # blue's points for each verdict
 
 
@@ -258,8 +261,10 @@ def run(agents: list[str], out: str | Path, episodes: int = 10, max_cycles: int 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m battle_rl.tournament",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("agents", nargs="+", help="policy files or random, scripted, passive, "
-                   "passive_strict, pretrained, final, champion (course:PATH, red:PATH, blue:PATH, NAME=AGENT)")
+    p.add_argument("agents", nargs="*", help="policy files or random, scripted, passive, "
+                   "passive_strict, pretrained, final, champion (course:PATH, red:PATH, "
+                   "blue:PATH, NAME=AGENT); default: "
+                   f"{' '.join(DEFAULT_AGENTS)} (the course nets only where their files are)")
     p.add_argument("--episodes", type=int, default=10, help="games per side per pair")
     p.add_argument("--max-cycles", type=int, default=300)
     p.add_argument("--seed", type=int, default=0, help="game i is played with seed + i")
@@ -278,8 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    agents = args.agents
+    if not agents:  # the default line-up: the course nets whose files are missing sit out
+        agents, left_out = leave_out_missing(list(DEFAULT_AGENTS), args.opponents_dir, set())
+        if left_out:
+            print(left_out_notice(left_out, args.opponents_dir, "--opponents-dir FOLDER"),
+                  flush=True)
     try:
-        run(args.agents, args.out, args.episodes, args.max_cycles, args.seed,
+        run(agents, args.out, args.episodes, args.max_cycles, args.seed,
             args.opponents_dir, args.workers, args.n_envs, args.bootstrap, args.prior_draws,
             log=lambda m: print(m, flush=True), focus=args.focus)
     except (ConfigError, PolicyLoadError, FileNotFoundError) as e:

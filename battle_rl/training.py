@@ -13,7 +13,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate, to_absolute_path
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
 from battle_rl.callbacks import EvalCallback, GracefulStop, ReplayCheckpoint, SelfPlaySnapshots
@@ -21,9 +21,11 @@ from battle_rl.config import ConfigError, validate_train
 from battle_rl.display import BattleProgressBar, print_config
 from battle_rl.env import BattleEnv
 from battle_rl.evaluation import evaluate, format_table, write_eval_json
-from battle_rl.loggers import check_writable, close_logger, make_loggers
+from battle_rl.loggers import check_writable, close_logger, make_loggers, where_line
 from battle_rl.networks import export_policy
-from battle_rl.opponents import check_opponent, find_pool, make_mix, make_opponent
+from battle_rl.opponents import (SHIPPED, check_opponent, command_line_opponents, find_pool,
+                                 leave_out_missing, left_out_notice, make_mix, make_opponent,
+                                 write_opponents_record)
 from battle_rl.plot import plot_table
 from battle_rl.resume import check_compatible, find_checkpoint, load_replay
 
@@ -42,6 +44,26 @@ def eval_opponents(cfg: DictConfig) -> dict:
     odir, policies = opponents_dir(cfg), named_policies(cfg)
     return {n: make_opponent(n, odir, seed=cfg.seed, policies=policies)
             for n in cfg.eval.opponents}
+
+
+def leave_out_course_opponents(cfg: DictConfig, named: set[str] | None) -> list[str]:
+    """The course opponents that come from the defaults and whose files are missing leave the
+    training mix (weight 0: the others' weights are renormalised) and ``eval.opponents``; a
+    list left empty falls back to what ships. Returns those left out."""
+    odir = opponents_dir(cfg)
+    training = [n for n, w in cfg.opponent.weights.items() if w > 0]
+    kept, out = leave_out_missing(training, odir, named)
+    kept_eval, out_eval = leave_out_missing(list(cfg.eval.opponents), odir, named)
+    if not (out or out_eval):
+        return []
+    with open_dict(cfg):
+        for name in out:
+            cfg.opponent.weights[name] = 0
+        if not kept:  # nothing left to train against: what ships
+            for name in SHIPPED:
+                cfg.opponent.weights[name] = 1
+        cfg.eval.opponents = kept_eval or list(SHIPPED)
+    return list(dict.fromkeys(out + out_eval))
 
 
 def init_weights(module, path: str) -> None:
@@ -183,12 +205,19 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
     ``extra_callbacks`` (benchmarks, tests) are added to the Trainer's; they may read the
     evaluation callback as ``trainer.eval_callback``.
     """
+    left_out = leave_out_course_opponents(cfg, command_line_opponents())
     resume_from = preflight(cfg, run_dir)
     if cfg.get("print_config", True):
         print_config(cfg)
+    if left_out:
+        print(left_out_notice(left_out, opponents_dir(cfg)), flush=True)
+    write_opponents_record(run_dir / "opponents.json", {
+        "training": {n: w for n, w in cfg.opponent.weights.items() if w > 0},
+        "evaluation": list(cfg.eval.opponents)}, left_out, opponents_dir(cfg))
     configure_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     loggers = make_loggers(cfg, run_dir, run_name(cfg), resuming=resume_from is not None)
+    print(where_line(run_dir, loggers), flush=True)
     try:
         module, dataset, eval_cb = build(cfg, run_dir)
         ckpt_dir = run_dir / "checkpoints"

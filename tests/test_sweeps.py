@@ -21,7 +21,6 @@ from PIL import Image
 from battle_rl.loggers import sweep_group
 from battle_rl.report import main as report_main
 from battle_rl.report import parse_override, short_keys, write_report
-from battle_rl.wandb_offline import find_offline_runs, read_offline_run
 
 from conftest import ROOT, run_script
 
@@ -260,8 +259,9 @@ def _wandb_window(job: Path) -> tuple[int, datetime, datetime]:
 
 
 def check_sweep(sweep: Path, expected: list[dict]) -> list:
-    """One output folder and one finished offline W&B run per job, all in the sweep's group,
-    each named from its overrides, tagged, with its full config."""
+    """One output folder (one level, named from its swept values) and one finished offline
+    W&B run per job, all in the sweep's group, each named from its overrides, tagged, with
+    its full config (as far as W&B's own files show it: ``wandb_run.json`` is battle-rl's)."""
     jobs = job_dirs(sweep)
     assert len(jobs) == len(expected)
     runs = []
@@ -270,21 +270,25 @@ def check_sweep(sweep: Path, expected: list[dict]) -> list:
         assert (job / "policy.pt").is_file() and (job / "eval.json").is_file()
         history = (job / "eval_history.jsonl").read_text().splitlines()
         assert [json.loads(h)["step"] for h in history][:3] == [10, 20, 30]
-        offline = find_offline_runs(job)
-        assert len(offline) == 1, f"{job}: {offline}"
-        run = read_offline_run(offline[0])
-        assert run.exit_code == 0  # wandb.finish() ran at the end of the job
-        assert run.group == sweep_group(sweep)
-        assert run.name == ",".join(sorted(o for o in overrides if not o.startswith("+")))
-        assert {"algo:ddqn", "opponent:random", "reward:seed"} <= set(run.tags)
-        assert run.config["logger"]["group"] == run.group
-        assert run.config["env"]["max_cycles"] == 20 and run.config["threads"] == 1
-        assert "opponents_dir" in run.config and "trainer" in run.config
-        runs.append((job, overrides, run))
-    seen = [{k: r.config["hparams"][k] if k != "decay" else r.config["hparams"]["epsilon"][k]
-             for k in expected[0]} for _, _, r in runs]
+        run = json.loads((job / "wandb_run.json").read_text())
+        offline = sorted(job.glob("wandb/offline-run-*"))
+        assert offline == [Path(run["dir"])] and offline[0].name.endswith(run["id"])
+        debug_log = (offline[0] / "logs" / "debug.log").read_text()
+        assert f"finishing run battle-rl/{run['id']}" in debug_log  # wandb.finish() ran
+        assert run["group"] == sweep_group(sweep) and run["mode"] == "offline"
+        assert run["name"] == ",".join(sorted(o for o in overrides if not o.startswith("+")))
+        record = next(offline[0].glob("*.wandb")).read_bytes()
+        for text in ("algo:ddqn", "opponent:random", "reward:seed", run["group"],
+                     "opponents_dir", "max_cycles", "batch_size"):
+            assert text.encode() in record, text
+        config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        assert config["env"]["max_cycles"] == 20 and config["threads"] == 1
+        runs.append((job, overrides, config))
+    seen = [{k: c["hparams"][k] if k != "decay" else c["hparams"]["epsilon"][k]
+             for k in expected[0]} for _, _, c in runs]
     assert sorted(map(json.dumps, seen)) == sorted(map(json.dumps, expected))
-    assert len({r.run_id for _, _, r in runs}) == len(runs)
+    assert len({json.loads((j / "wandb_run.json").read_text())["id"] for j, _, _ in runs}) \
+        == len(runs)
     return runs
 
 
@@ -305,11 +309,19 @@ def check_report(sweep: Path, n: int) -> None:
 def test_joblib_sweep_2x2_parallel_wandb_runs_in_one_group(tmp_path):
     """The grid sweep, gamma fixed (2 x 2), tiny budget, 2 joblib processes at once."""
     sweep = tmp_path / "grid"
+    # a path-valued override (the course files, wherever they are) stays out of folder names
+    deep = tmp_path / "a" / "deeply" / "nested" / "folder" / "of" / "opponents"
     r = run_script("train.py", "-m", "+sweep=grid", "+budget=tiny", "hparams.gamma=0.9",
-                   f"hydra.sweep.dir={sweep}", timeout=400)
+                   f"opponents_dir={deep}", f"hydra.sweep.dir={sweep}", timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     expected = [{"decay": d, "tau": t, "gamma": 0.9} for d in (500, 3000) for t in (0.005, 0.05)]
     runs = check_sweep(sweep, expected)
+    # one folder level per job, named by its number and swept values, short
+    names = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert [n.split("_", 1)[0] for n in names] == ["0", "1", "2", "3"]
+    assert {frozenset(n.split("_", 1)[1].split(",")) for n in names} == {
+        frozenset({"gamma=0.9", f"decay={d}", f"tau={t}"}) for d in (500, 3000)
+        for t in (0.005, 0.05)}
     # two worker processes (not this one), and runs overlapping in time: parallel jobs
     windows = [_wandb_window(job) for job, _, _ in runs]
     assert len({w[0] for w in windows}) == 2

@@ -1,0 +1,166 @@
+"""DQN / Double DQN with a Q-network shared by all agents of the team (the seed's method).
+
+Read top to bottom: the network pair, the TD target (Double-DQN or the report's plain max),
+the Huber loss, AdamW with gradient-norm clipping, and the soft target update after every
+optimisation step. Rollouts happen in ``battle_rl.data.RolloutDataset``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from battle_rl.buffer import OBS_SCALE, ReplayBuffer
+from battle_rl.data import EpsilonSchedule, RolloutDataset
+from battle_rl.networks import build_q_network, greedy_actions, soft_update
+from battle_rl.resume import rng_state, set_rng_state
+
+
+def td_target(
+    reward: torch.Tensor,
+    done: torch.Tensor,
+    next_q_target: torch.Tensor,
+    next_q_online: torch.Tensor | None,
+    gamma: float,
+) -> torch.Tensor:
+    """r + gamma * (1 - done) * Q'(s', a*).
+
+    Double DQN: a* = argmax_a Q(s', a) of the online network, valued by the target network.
+    Plain (the report's formula): a* = argmax_a Q'(s', a), i.e. max of the target network.
+    """
+    if next_q_online is None:
+        next_value = next_q_target.max(1).values
+    else:
+        next_value = next_q_target.gather(1, next_q_online.argmax(1, keepdim=True)).squeeze(1)
+    return reward + gamma * (1.0 - done.float()) * next_value
+
+
+class DQN(pl.LightningModule):
+    def __init__(
+        self,
+        name: str = "ddqn",
+        double: bool = True,
+        network: dict | None = None,
+        gamma: float = 0.9,
+        lr: float = 1e-4,
+        tau: float = 0.005,
+        weight_decay: float = 0.01,
+        max_grad_norm: float = 10.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.q_net = build_q_network(network or {})
+        self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        self.rollout = None  # the RolloutDataset feeding this module, for logging its counters
+
+    # -- the algorithm interface (see battle_rl.algos) ---------------------------------
+    def make_dataset(self, env, opponent, hparams, seed: int) -> RolloutDataset:
+        """Per-agent transitions of the whole team (both teams with ``hparams.both_teams``)
+        into one replay buffer."""
+        both = bool(hparams.get("both_teams", False))
+        return RolloutDataset(
+            env=env,
+            opponent=opponent,
+            learner=self,
+            buffer=ReplayBuffer(hparams.buffer_size, env.n_agents * (2 if both else 1), seed=seed),
+            batch_size=hparams.batch_size,
+            epsilon=EpsilonSchedule(**hparams.epsilon),
+            updates_per_cycle=hparams.updates_per_cycle,
+            warmup=hparams.warmup,
+            max_episodes=hparams.episodes,
+            seed=seed,
+            both_teams=both,
+        )
+
+    @classmethod
+    def policy_from_checkpoint(cls, ckpt: dict) -> torch.nn.Module:
+        net = build_q_network(ckpt["hyper_parameters"]["network"])
+        prefix = "q_net."
+        net.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items()
+                             if k.startswith(prefix)})
+        return net
+
+    def greedy(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        return greedy_actions(self.q_net, obs, alive)
+
+    def policy_net(self) -> torch.nn.Module:
+        return self.q_net
+
+    def start_from(self, state_dict: dict) -> None:
+        self.q_net.load_state_dict(state_dict)
+        self.target_net.load_state_dict(state_dict)
+
+    # -- learning -------------------------------------------------------------------
+    @staticmethod
+    def preprocess(obs_u8: torch.Tensor) -> torch.Tensor:
+        """Stored uint8 HWC observations -> float NCHW."""
+        return obs_u8.permute(0, 3, 1, 2).float().div_(OBS_SCALE)
+
+    def td_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Huber loss between Q(s, a) and the TD target; also returns Q(s, a)."""
+        hp = self.hparams
+        obs, next_obs = self.preprocess(batch["obs"]), self.preprocess(batch["next_obs"])
+        q = self.q_net(obs).gather(1, batch["action"].unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            next_online = self.q_net(next_obs) if hp.double else None
+            target = td_target(
+                batch["reward"], batch["done"], self.target_net(next_obs), next_online, hp.gamma
+            )
+        return F.smooth_l1_loss(q, target), q
+
+    def training_step(self, batch, batch_idx):
+        loss, q = self.td_loss(batch)
+        if not bool(torch.isfinite(loss) & torch.isfinite(q).all()):
+            raise FloatingPointError(
+                f"non-finite TD loss or Q value (loss={loss.item()}) at step {self.global_step}: "
+                f"training stopped, the last good checkpoint is kept; lower hparams.lr or "
+                f"check the reward settings"
+            )
+        if self._logs_this_step():
+            self._log_step(loss, q)
+        return loss
+
+    def _logs_this_step(self) -> bool:
+        """Build metrics only on the steps Lightning writes (every trainer.log_every_n_steps)."""
+        return (self.global_step + 1) % self.trainer.log_every_n_steps == 0
+
+    def _log_step(self, loss: torch.Tensor, q: torch.Tensor) -> None:
+        metrics = {"train/td_loss": loss.detach(), "train/q_mean": q.detach().mean()}
+        if self.rollout is not None:
+            metrics.update(self.rollout.log_metrics())
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(q))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        soft_update(self.target_net, self.q_net, self.hparams.tau)
+
+    def on_train_epoch_end(self):
+        # the stream ends an "epoch" only when its episode budget is spent: then stop
+        if self.rollout is not None and self.rollout.finished:
+            self.trainer.should_stop = True
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(
+            self.q_net.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None):
+        self.clip_gradients(optimizer, self.hparams.max_grad_norm, "norm")
+
+    # -- checkpoints carry the rollout's counters (epsilon position) and the RNGs ---------
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["rollout"] = self.rollout.state_dict() if self.rollout is not None else None
+        checkpoint["rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint):
+        if self.rollout is not None and checkpoint.get("rollout"):
+            self.rollout.load_state_dict(checkpoint["rollout"])
+            print(f"resumed at step {checkpoint['global_step']}: epsilon "
+                  f"{self.rollout.epsilon:.6f}, {len(self.rollout.buffer)} transitions in the "
+                  f"replay buffer", flush=True)
+        if checkpoint.get("rng"):
+            set_rng_state(checkpoint["rng"])

@@ -1,0 +1,252 @@
+"""Replay storage: one numpy ring of per-agent rows, each observation stored once.
+
+A row holds an agent's observation at one cycle (uint8, quantised: observations are 0/1 flags
+and HP fractions in steps of 0.01) and, once the cycle is played, its action, reward, done flag
+and the row of its next observation. A transition is (row, next row): the next observation is
+the next row's observation, so nothing is stored twice. Rows that hold an episode's final
+observation have no action and are never sampled. FIFO: a row's next row is always newer, so
+overwriting the oldest row never leaves a sampled transition with a stale next observation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from battle_rl.env import OBS_SHAPE
+
+OBS_SCALE = 100.0  # stored = round(obs * 100); HP fractions are multiples of 0.01
+
+
+def quantize(obs: np.ndarray) -> np.ndarray:
+    return np.rint(obs * OBS_SCALE).astype(np.uint8)
+
+
+class _Persistent:
+    """Resume support shared by the replay rings: the used rows of ``ARRAYS`` and the
+    pointers, as plain arrays (``np.savez`` writes them; the RNG is saved with the dataset)."""
+
+    ARRAYS: tuple[str, ...] = ()
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        n = self.size
+        state = {k: getattr(self, k)[:n] for k in self.ARRAYS}
+        state.update(current=np.asarray(self.current), ptr=np.int64(self.ptr),
+                     size=np.int64(n), capacity=np.int64(self.capacity))
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(f"the saved replay buffer has capacity {int(state['capacity'])}, "
+                             f"this run's hparams.buffer_size is {self.capacity}")
+        n = int(state["size"])
+        for k in self.ARRAYS:
+            getattr(self, k)[:n] = state[k]
+            getattr(self, k)[n:] = 0
+        if isinstance(self.current, np.ndarray):  # per agent: each slot's row
+            self.current[:] = state["current"]
+        else:  # per team step: one row
+            self.current = int(state["current"])
+        self.ptr, self.size = int(state["ptr"]), n
+
+
+class ReplayBuffer(_Persistent):
+    def __init__(self, capacity: int, n_agents: int = 81, seed: int | None = None):
+        if capacity < 2 * n_agents + 1:
+            raise ValueError(f"buffer capacity {capacity} must be at least {2 * n_agents + 1}")
+        self.capacity, self.n_agents = capacity, n_agents
+        self.obs = np.zeros((capacity, *OBS_SHAPE), np.uint8)
+        self.action = np.zeros(capacity, np.uint8)
+        self.reward = np.zeros(capacity, np.float32)
+        self.done = np.zeros(capacity, bool)
+        self.next = np.zeros(capacity, np.int32)
+        self.ready = np.zeros(capacity, bool)  # a full transition that may be sampled
+        self.ptr = 0  # next row to write
+        self.size = 0  # rows in use
+        self.rng = np.random.default_rng(seed)
+        self.current = np.full(n_agents, -1, np.int64)  # each slot's row for this cycle
+
+    def __len__(self) -> int:
+        """Number of transitions that can be sampled."""
+        return int(self.ready[: self.size].sum())
+
+    @property
+    def bytes_per_row(self) -> int:
+        arrays = (self.obs, self.action, self.reward, self.done, self.next, self.ready)
+        return sum(a.nbytes for a in arrays) // self.capacity
+
+    def _write_obs(self, obs: np.ndarray) -> np.ndarray:
+        rows = (self.ptr + np.arange(len(obs))) % self.capacity
+        self.obs[rows] = quantize(obs)
+        self.ready[rows] = False
+        self.ptr = int((self.ptr + len(obs)) % self.capacity)
+        self.size = min(self.size + len(obs), self.capacity)
+        return rows
+
+    def start_episode(self, obs: np.ndarray, alive: np.ndarray) -> None:
+        """Store the first observations of the agents alive at the start of an episode."""
+        self.current[:] = -1
+        self.current[alive] = self._write_obs(obs[alive])
+
+    def add(
+        self,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: np.ndarray,
+        died: np.ndarray,
+        alive_next: np.ndarray,
+    ) -> None:
+        """Record one cycle for the team: arrays indexed by slot (N,).
+
+        Slots that acted are those with a current row. ``died`` ends their transition (no
+        bootstrap); the others get a row for ``next_obs`` that becomes their current row.
+        A time-limit end is *not* a death: those transitions bootstrap from the final row.
+        """
+        acted = self.current >= 0
+        rows = self.current[acted]
+        self.action[rows] = action[acted]
+        self.reward[rows] = reward[acted]
+        self.done[rows] = died[acted]
+        going_on = acted & alive_next & ~died
+        new_rows = self._write_obs(next_obs[going_on])
+        self.next[self.current[going_on]] = new_rows
+        ended = acted & ~going_on
+        self.next[self.current[ended]] = self.current[ended]  # never read: done masks it
+        self.ready[rows] = True
+        self.current[:] = -1
+        self.current[going_on] = new_rows
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        idx = np.empty(0, np.int64)
+        while len(idx) < batch_size:  # rejection: almost every row is ready
+            draw = self.rng.integers(0, self.size, 2 * batch_size)
+            idx = np.concatenate([idx, draw[self.ready[draw]]])
+        idx = idx[:batch_size]
+        return {
+            "obs": self.obs[idx],
+            "action": self.action[idx].astype(np.int64),
+            "reward": self.reward[idx],
+            "next_obs": self.obs[self.next[idx]],
+            "done": self.done[idx],
+        }
+
+    # the arrays saved for resume (see _Persistent)
+    ARRAYS = ("obs", "action", "reward", "done", "next", "ready")
+
+
+class TeamReplayBuffer(_Persistent):
+    """Replay of whole team steps, for value factorisation (VDN, QMIX).
+
+    A row holds one cycle of the team: the global state (uint8, quantised like observations),
+    the 81 slots' observations (zeros where dead), the alive mask and, once the cycle is
+    played, the joint action, the team reward, the terminal flag and the row of the next team
+    step. As in :class:`ReplayBuffer`, every row is stored once and a transition is (row, next
+    row); rows holding an episode's final step are never sampled, and FIFO overwriting never
+    leaves a sampled row with a stale next row.
+
+    It has :class:`ReplayBuffer`'s interface (``start_episode``, ``add``, ``sample``), so the
+    rollout loop is the same; the global state comes from ``state_fn``, called at the moment
+    the observations are handed in (right after ``reset`` and right after each ``step``).
+
+    Team reward: the sum of the rewards of the agents that acted (``team_reward="sum"``,
+    agents' values keep the per-agent scale of DDQN under VDN), or that sum divided by the
+    team size (``"mean"``). Each agent's own reward is kept too (``agent_reward``, zero for
+    slots that did not act), for the learners' optional per-agent TD loss. Terminal: no agent
+    of the team is alive afterwards (all dead, or the game ended by a wipe-out, which MAgent2
+    reports as every agent terminating); reaching the time limit is not terminal and
+    bootstraps from the final row.
+    """
+
+    def __init__(self, capacity: int, n_agents: int = 81, state_shape=(45, 45, 5),
+                 state_fn=None, team_reward: str = "sum", seed: int | None = None):
+        if capacity < 3:
+            raise ValueError(f"team buffer capacity {capacity} must be at least 3")
+        if team_reward not in ("sum", "mean"):
+            raise ValueError(f"team_reward={team_reward!r}: one of 'sum', 'mean'")
+        self.capacity, self.n_agents = capacity, n_agents
+        self.state_fn, self.team_reward = state_fn, team_reward
+        self.obs = np.zeros((capacity, n_agents, *OBS_SHAPE), np.uint8)
+        self.state = np.zeros((capacity, *state_shape), np.uint8)
+        self.alive = np.zeros((capacity, n_agents), bool)
+        self.action = np.zeros((capacity, n_agents), np.uint8)
+        self.reward = np.zeros(capacity, np.float32)
+        self.agent_reward = np.zeros((capacity, n_agents), np.float32)
+        self.done = np.zeros(capacity, bool)
+        self.next = np.zeros(capacity, np.int32)
+        self.ready = np.zeros(capacity, bool)
+        self.ptr = 0
+        self.size = 0
+        self.rng = np.random.default_rng(seed)
+        self.current = -1  # the row of this cycle's team step (-1: none)
+
+    def __len__(self) -> int:
+        return int(self.ready[: self.size].sum())
+
+    @property
+    def bytes_per_row(self) -> int:
+        arrays = (self.obs, self.state, self.alive, self.action, self.reward,
+                  self.agent_reward, self.done, self.next, self.ready)
+        return sum(a.nbytes for a in arrays) // self.capacity
+
+    def _write(self, obs: np.ndarray, alive: np.ndarray, state: np.ndarray | None) -> int:
+        row = self.ptr
+        self.obs[row] = quantize(obs)
+        self.alive[row] = alive
+        if state is not None:
+            self.state[row] = quantize(state)
+        self.ready[row] = False
+        self.ptr = (self.ptr + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+        return row
+
+    def _state(self):
+        return None if self.state_fn is None else self.state_fn()
+
+    def start_episode(self, obs: np.ndarray, alive: np.ndarray) -> None:
+        self.current = self._write(obs, alive, self._state())
+
+    def add(self, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray,
+            died: np.ndarray, alive_next: np.ndarray) -> None:
+        """One cycle of the team; arguments as :meth:`ReplayBuffer.add` (arrays by slot)."""
+        row = self.current
+        if row < 0:
+            return
+        acted = self.alive[row]
+        self.action[row] = np.where(acted, action, 0)
+        self.agent_reward[row] = np.where(acted, reward, 0.0)
+        total = float(reward[acted].sum())
+        self.reward[row] = total if self.team_reward == "sum" else total / self.n_agents
+        terminal = not alive_next.any()
+        self.done[row] = terminal
+        if terminal:
+            self.next[row] = row  # never read: done masks it (and sample() masks its agents)
+            self.current = -1
+        else:
+            self.current = self.next[row] = self._write(next_obs, alive_next, self._state())
+        self.ready[row] = True
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        ready = np.flatnonzero(self.ready[: self.size])
+        idx = ready[self.rng.integers(0, len(ready), batch_size)]
+        nxt = self.next[idx]
+        done = self.done[idx]
+        return {
+            "obs": self.obs[idx],
+            "state": self.state[idx],
+            "alive": self.alive[idx],
+            "action": self.action[idx].astype(np.int64),
+            "reward": self.reward[idx],
+            "agent_reward": self.agent_reward[idx],
+            "next_obs": self.obs[nxt],
+            "next_state": self.state[nxt],
+            # a terminal step has no next agents: nothing to evaluate there
+            "next_alive": self.alive[nxt] & ~done[:, None],
+            "done": done,
+        }
+
+    # the arrays saved for resume (see _Persistent)
+    ARRAYS = ("obs", "state", "alive", "action", "reward", "agent_reward", "done", "next",
+              "ready")

@@ -1,0 +1,195 @@
+"""Evaluation during training: periodic batched Table I, best-policy tracking, early stop."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
+
+from battle_rl.evaluation import Evaluator, evaluate
+from battle_rl.opponents import Opponent
+
+
+class EvalCallback(pl.Callback):
+    """Every ``every_n_steps`` updates, play ``episodes`` games against each opponent.
+
+    Logs ``eval/win_rate/<opponent>``, keeps the best policy weights (highest worst-case win
+    rate, then kill margin), appends to ``eval_history.jsonl`` and, with ``stop_win_rate``,
+    stops training after ``patience`` evaluations in a row at or above it against every
+    opponent. Time spent here is measured, so training time can be reported without it;
+    ``max_train_seconds`` ends training once that much training time (evaluation excluded)
+    has passed, so that runs with different evaluation costs get the same training budget.
+    With ``video_every``, every that many evaluations a battle against ``video_opponent`` (the
+    last opponent by default) is rendered and logged to W&B as a video.
+    """
+
+    def __init__(self, opponents: dict[str, Opponent], every_n_steps: int, episodes: int,
+                 max_cycles: int, seed: int = 10_000, stop_win_rate: float | None = None,
+                 patience: int = 1, n_envs: int = 15, workers: int = 1,
+                 history_path: str | Path | None = None,
+                 video_every: int = 0, video=None, video_opponent: str | None = None,
+                 video_dir: str | Path = "videos", max_train_seconds: float | None = None):
+        self.opponents, self.every, self.episodes = opponents, every_n_steps, episodes
+        self.seed, self.stop_win_rate, self.patience = seed, stop_win_rate, patience
+        self.evaluator = Evaluator(max_cycles=max_cycles, n_envs=n_envs, workers=workers)
+        self.history_path = Path(history_path) if history_path else None
+        self.best_score: tuple | None = None
+        self.best_state: dict | None = None
+        self.best_step: int | None = None
+        self.eval_seconds = 0.0
+        self.streak = 0
+        self.max_train_seconds = max_train_seconds
+        self._start = None
+        # a battle video to W&B every `video_every` evaluations (settings: battle_rl.video)
+        self.video_every, self.video, self.video_dir = video_every, video, Path(video_dir)
+        self.video_opponent = video_opponent or list(opponents)[-1]
+        self.evaluations = 0
+
+    def on_train_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+        if self.video_every > 0 and self._wandb(trainer) is None:
+            print("note: eval.video_every logs videos to W&B only (logger=wandb): no videos "
+                  "this run", flush=True)
+            self.video_every = 0
+
+    @staticmethod
+    def _wandb(trainer):
+        return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+
+    def train_seconds(self) -> float:
+        """Wall time of training so far, evaluation excluded."""
+        if self._start is None:
+            return 0.0
+        return time.perf_counter() - self._start - self.eval_seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if self.every > 0 and step > 0 and step % self.every == 0:
+            self.run(trainer, pl_module)
+        if self.max_train_seconds is not None and self.train_seconds() >= self.max_train_seconds:
+            trainer.should_stop = True
+
+    def run(self, trainer, pl_module) -> dict:
+        t0 = time.perf_counter()
+        net = pl_module.policy_net()
+        was_training = net.training
+        net.eval()
+        table = evaluate(net, self.opponents, self.episodes, self.seed, self.evaluator)
+        self.evaluations += 1
+        if self.video_every > 0 and self.evaluations % self.video_every == 0:
+            self._log_video(trainer, net)
+        net.train(was_training)
+        win_rates = {name: row["win"] / row["episodes"] for name, row in table.items()}
+        margin = sum(r["blue_kills"] - r["red_kills"] for r in table.values()) / len(table)
+        score = (min(win_rates.values()), margin)
+        step = trainer.global_step
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.best_step = score, step
+            self.best_state = copy.deepcopy(net.state_dict())
+        self.eval_seconds += time.perf_counter() - t0
+        metrics = {f"eval/win_rate/{k}": v for k, v in win_rates.items()}
+        metrics.update({f"eval/kill_margin/{k}": r["blue_kills"] - r["red_kills"]
+                        for k, r in table.items()})
+        metrics["eval/min_win_rate"] = score[0]
+        metrics["eval/train_seconds"] = self.train_seconds()
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        pl_module.last_eval = win_rates
+        print(f"eval at {step} updates ({self.train_seconds():.0f} s of training): " + ", ".join(
+            f"{k} {r['win']}/{r['episodes']}" for k, r in table.items()), flush=True)
+        if self.history_path:
+            with self.history_path.open("a") as f:
+                f.write(json.dumps({"step": step, **metrics, "table": table}) + "\n")
+        if self.stop_win_rate is not None:
+            self.streak = self.streak + 1 if score[0] >= self.stop_win_rate else 0
+            if self.streak >= self.patience:
+                trainer.should_stop = True
+        return table
+
+    def _log_video(self, trainer, net) -> None:
+        """One battle against ``video_opponent``, written to ``video_dir`` and logged to W&B
+        (its time counts as evaluation time)."""
+        from battle_rl.video import record_battle
+
+        step, name = trainer.global_step, self.video_opponent
+        v = record_battle(net, self.opponents[name], self.video_dir / f"step-{step:06d}-{name}",
+                          self.video, seed=self.seed)
+        kills = v.score.kills
+        self._wandb(trainer).log_video(
+            f"eval/video/{name}", [str(v.paths["mp4"])], step=step,
+            caption=[f"step {step}: blue {kills['blue']} - red {kills['red']} kills"])
+
+class ReplayCheckpoint(pl.Callback):
+    """Saves the replay buffer beside every checkpoint (``checkpoints/replay.npz``)."""
+
+    def __init__(self, buffer, ckpt_dir: str | Path):
+        self.buffer, self.ckpt_dir = buffer, Path(ckpt_dir)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        from battle_rl.resume import save_replay
+
+        save_replay(self.buffer, self.ckpt_dir, step=trainer.global_step)
+
+
+class GracefulStop(pl.Callback):
+    """Ctrl-C (SIGINT) or SIGTERM asks training to stop after the current step, so the run
+    saves its checkpoint and exports its policy; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def on_train_start(self, trainer, pl_module):
+        import signal
+
+        def handler(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            trainer.should_stop = True
+            print("\nstopping after this step (saving checkpoint and policy); "
+                  "press Ctrl-C again to abort", flush=True)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, handler)
+
+    def on_train_end(self, trainer, pl_module):
+        import signal
+
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+        self._previous.clear()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.on_train_end(trainer, pl_module)
+
+
+class SelfPlaySnapshots(pl.Callback):
+    """Every ``every_n_steps`` updates, a frozen copy of the learner joins the self-play pool
+    (``opponents.SelfPlayPool``); with ``export_dir`` it is also written there as TorchScript
+    ``step-N.pt`` (the learner's side, like ``policy.pt``), for tournaments."""
+
+    def __init__(self, pool, every_n_steps: int, export_dir: str | Path | None = None):
+        self.pool, self.every = pool, every_n_steps
+        self.export_dir = Path(export_dir) if export_dir else None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step == 0 or step % self.every:
+            return
+        snap = self.pool.snapshot(step)
+        if self.export_dir is not None:
+            from battle_rl.networks import export_policy
+
+            export_policy(snap.net.net, self.export_dir / f"step-{step}.pt")
+        if trainer.logger:
+            played = [s for s in self.pool.snapshots if s.games]
+            metrics = {"self_play/pool_size": len(self.pool.snapshots)}
+            if played:  # the learner's mean score against the snapshots it has met
+                metrics["self_play/learner_score"] = (sum(s.score for s in played)
+                                                      / sum(s.games for s in played))
+            trainer.logger.log_metrics(metrics, step=step)

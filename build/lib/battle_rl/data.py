@@ -1,0 +1,237 @@
+"""The IterableDataset that plays the game and yields training batches.
+
+Lightning's loop pulls batches; each pull first plays enough cycles (all learner agents in one
+batched, epsilon-greedy forward pass; the opponent likewise) to keep ``updates_per_cycle``
+updates per cycle, pushes the transitions into the replay buffer and samples a minibatch.
+It holds a reference to the learner (not a copy), so acting always uses the current network.
+With ``both_teams`` the other team's transitions are stored too, seen through the mirror (its
+views flipped, its actions mirrored), as if the learner had played them on its own side.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from battle_rl.buffer import ReplayBuffer, TeamReplayBuffer
+from battle_rl.env import N_ACTIONS, BattleEnv, other
+from battle_rl.opponents import Opponent
+from battle_rl.sides import ACTION_MIRROR, mirror_obs_hwc
+
+_MIRROR = np.array(ACTION_MIRROR)
+
+
+@dataclass
+class EpsilonSchedule:
+    """epsilon = max(end, start - (start - end) * t / decay), t counted in ``unit``s."""
+
+    start: float = 1.0
+    end: float = 0.05
+    decay: float = 2000
+    unit: str = "cycle"  # "cycle" (environment steps) or "episode"
+
+    def __call__(self, t: float) -> float:
+        if self.decay <= 0:
+            return self.end
+        return max(self.end, self.start - (self.start - self.end) * t / self.decay)
+
+
+class RolloutDataset(IterableDataset):
+    def __init__(
+        self,
+        env: BattleEnv,
+        opponent: Opponent,
+        learner,
+        buffer: ReplayBuffer,
+        batch_size: int,
+        epsilon: EpsilonSchedule,
+        updates_per_cycle: float = 1.0,
+        warmup: int = 1000,
+        max_episodes: int | None = None,
+        seed: int = 0,
+        team: str = "blue",
+        both_teams: bool = False,
+    ):
+        super().__init__()
+        self.env, self.opponent, self.learner, self.buffer = env, opponent, learner, buffer
+        self.batch_size, self.epsilon_schedule = batch_size, epsilon
+        self.updates_per_cycle, self.warmup = updates_per_cycle, max(warmup, batch_size)
+        self.max_episodes, self.seed, self.team = max_episodes, seed, team
+        self.both_teams = both_teams
+        if buffer.n_agents != env.n_agents * (2 if both_teams else 1):
+            raise ValueError(f"the replay buffer needs {'2 x ' if both_teams else ''}"
+                             f"{env.n_agents} slots, it has {buffer.n_agents}")
+        self.rng = np.random.default_rng(seed)
+        # counters (saved with checkpoints, see state_dict)
+        self.cycles = 0
+        self.episodes = 0
+        self.agent_steps = 0
+        self.obs = None  # current observations {team: (N,13,13,5)}; None between episodes
+        self.last_episode: dict[str, float] = {}
+        self._ep = None
+        self._rollout_seconds = 0.0
+        self.batches = 0
+        self._rate_mark = (time.perf_counter(), 0, 0)  # (time, agent_steps, batches)
+
+    # -- acting ---------------------------------------------------------------------
+    @property
+    def epsilon(self) -> float:
+        s = self.epsilon_schedule
+        return s(self.episodes if s.unit == "episode" else self.cycles)
+
+    def _learner_actions(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        eps = self.epsilon
+        n = len(obs)
+        explore = self.rng.random(n) < eps
+        if (explore | ~alive).all():
+            return self.rng.integers(0, N_ACTIONS, n)
+        actions = self.learner.greedy(obs, alive & ~explore)
+        actions[explore] = self.rng.integers(0, N_ACTIONS, int(explore.sum()))
+        return actions
+
+    def _stored(self, per_team: dict, obs: bool = False, action: bool = False) -> np.ndarray:
+        """The rows the replay buffer gets: the learner's team, and with ``both_teams`` the
+        other team after them, mirrored to the learner's side."""
+        mine = per_team[self.team]
+        if not self.both_teams:
+            return mine
+        theirs = per_team[other(self.team)]
+        if obs:
+            theirs = mirror_obs_hwc(theirs)
+        if action:
+            theirs = _MIRROR[theirs]
+        return np.concatenate([mine, theirs])
+
+    def _start_episode(self) -> None:
+        self.opponent.new_episode()
+        episode_seed = int(self.rng.integers(2**31 - 1))
+        self.obs = self.env.reset(seed=episode_seed)
+        self.buffer.start_episode(self._stored(self.obs, obs=True), self._stored(self.env.alive))
+        self._ep = {"reward": {"red": 0.0, "blue": 0.0}, "kills": {"red": 0, "blue": 0}}
+
+    def play_cycle(self) -> None:
+        if self.obs is None:
+            self._start_episode()
+        me, them = self.team, other(self.team)
+        alive = self.env.alive
+        actions = {
+            me: self._learner_actions(self.obs[me], alive[me]),
+            them: self.opponent.act(self.obs[them], alive[them]),
+        }
+        step = self.env.step(actions)
+        self.buffer.add(self._stored(actions, action=True), self._stored(step.reward),
+                        self._stored(step.obs, obs=True), self._stored(step.died),
+                        self._stored(step.alive))
+        self.cycles += 1
+        self.agent_steps += int(alive[me].sum() + alive[them].sum())
+        for t in ("red", "blue"):
+            self._ep["reward"][t] += float(step.reward[t].sum())
+            self._ep["kills"][t] += step.kills[t]
+        self.obs = step.obs
+        if step.done:
+            self._end_episode()
+
+    def _end_episode(self) -> None:
+        n = self.env.n_agents
+        ep = self._ep
+        self.episodes += 1
+        self.opponent.end_episode(ep["kills"][self.team], ep["kills"][other(self.team)])
+        self.last_episode = {
+            "episode": self.episodes,
+            "blue_reward": ep["reward"]["blue"] / n,
+            "red_reward": ep["reward"]["red"] / n,
+            "blue_kills": ep["kills"]["blue"],
+            "red_kills": ep["kills"]["red"],
+            "episode_cycles": self.env.cycle,
+        }
+        self.obs = None
+
+    # -- the stream -----------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self._finished()
+
+    def _finished(self) -> bool:
+        return self.max_episodes is not None and self.episodes >= self.max_episodes
+
+    def __iter__(self):
+        credit = 0.0
+        while not self._finished():
+            t0 = time.perf_counter()
+            while len(self.buffer) < self.warmup or credit < 1.0:
+                self.play_cycle()
+                if len(self.buffer) >= self.warmup:
+                    credit += self.updates_per_cycle
+                if self._finished():
+                    break
+            if self._finished() and credit < 1.0:
+                break
+            credit -= 1.0
+            batch = {k: torch.from_numpy(v) for k, v in self.buffer.sample(self.batch_size).items()}
+            self._rollout_seconds += time.perf_counter() - t0
+            self.batches += 1
+            yield batch
+
+    def log_metrics(self) -> dict[str, float]:
+        """Counters, rates since the last call, and the last finished episode, for logging."""
+        now = time.perf_counter()
+        t0, steps0, batches0 = self._rate_mark
+        dt = max(now - t0, 1e-9)
+        self._rate_mark = (now, self.agent_steps, self.batches)
+        metrics = {
+            "train/epsilon": self.epsilon,
+            "rollout/cycles": self.cycles,
+            "rollout/episodes": self.episodes,
+            "rollout/buffer_size": len(self.buffer),
+            "perf/agent_steps_per_s": (self.agent_steps - steps0) / dt,
+            "perf/updates_per_s": (self.batches - batches0) / dt,
+        }
+        for k, v in self.last_episode.items():
+            if k != "episode":
+                metrics[f"rollout/{k}"] = v
+        return metrics
+
+    # -- persistence (resume) -------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Counters and random states (the buffer's rows are saved beside the checkpoint)."""
+        return {
+            "cycles": self.cycles,
+            "episodes": self.episodes,
+            "agent_steps": self.agent_steps,
+            "batches": self.batches,
+            "rng": self.rng.bit_generator.state,
+            "buffer_rng": self.buffer.rng.bit_generator.state,
+            "opponent": self.opponent.state_dict(),
+            "last_episode": self.last_episode,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cycles, self.episodes = state["cycles"], state["episodes"]
+        self.agent_steps, self.batches = state["agent_steps"], state["batches"]
+        self.rng.bit_generator.state = state["rng"]
+        self.buffer.rng.bit_generator.state = state["buffer_rng"]
+        self.opponent.load_state_dict(state["opponent"])
+        self.last_episode = state["last_episode"]
+        self.obs = None  # the game itself cannot be saved: a resumed run starts a new episode
+
+
+class TeamRolloutDataset(RolloutDataset):
+    """The same rollout stream over whole team steps, for VDN and QMIX.
+
+    Acting is unchanged (one batched, per-agent epsilon-greedy forward for the team); the
+    buffer is a :class:`~battle_rl.buffer.TeamReplayBuffer` that reads the global state from
+    this dataset's environment, so a batch holds ``batch_size`` team steps (81 slots each).
+    """
+
+    def __init__(self, env: BattleEnv, opponent: Opponent, learner, capacity: int,
+                 batch_size: int, epsilon: EpsilonSchedule, team_reward: str = "sum",
+                 seed: int = 0, **kwargs):
+        state_shape = (env.map_size, env.map_size, 5)
+        buffer = TeamReplayBuffer(capacity, env.n_agents, state_shape, state_fn=env.state,
+                                  team_reward=team_reward, seed=seed)
+        super().__init__(env=env, opponent=opponent, learner=learner, buffer=buffer,
+                         batch_size=batch_size, epsilon=epsilon, seed=seed, **kwargs)

@@ -1,0 +1,153 @@
+"""Resuming a run: find its checkpoint, replay its command, restore what Lightning does not.
+
+``python train.py resume=PATH`` (a run directory or a ``.ckpt``) continues the same run in the
+same directory: the original overrides are replayed (new ones on the command line win), and
+Lightning restores the module, optimizer and step counters from the checkpoint, while the
+module's ``on_load_checkpoint`` restores the rollout counters (epsilon position), the RNGs
+and, from ``checkpoints/replay.npz`` beside the checkpoint, the replay buffer.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from battle_rl.errors import ConfigError
+
+REPLAY_FILE = "replay.npz"
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """The Lightning checkpoint to resume from, or a one-line error saying what is wrong."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise ConfigError(f"resume={path}: no checkpoints/last.ckpt in that directory "
+                              f"(was it a training run directory?)")
+        path = ckpt
+    if not path.is_file():
+        raise ConfigError(f"resume={path}: no such file or directory")
+    from battle_rl.networks import PolicyLoadError, _torch_load, course_format, is_torchscript
+
+    if is_torchscript(path):
+        raise ConfigError(f"resume={path} is an exported policy (TorchScript), not a training "
+                          f"checkpoint: resume from the run directory or checkpoints/last.ckpt")
+    try:
+        ckpt = _torch_load(path)
+    except PolicyLoadError as e:
+        raise ConfigError(f"resume: {e}") from None
+    if isinstance(ckpt, dict) and course_format(ckpt):
+        raise ConfigError(f"resume={path} is a course network ({course_format(ckpt)} format), "
+                          f"not a battle-rl checkpoint: use it as an opponent "
+                          f"(opponent=pretrained / final) or evaluate it with evaluate.py")
+    if not (isinstance(ckpt, dict) and "state_dict" in ckpt and "hyper_parameters" in ckpt
+            and "rollout" in ckpt):
+        raise ConfigError(f"resume={path} is not a battle-rl training checkpoint")
+    return path
+
+
+def run_dir_of(ckpt: Path) -> Path:
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """Rewrite ``resume=PATH ...`` into the original run's overrides + the new ones."""
+    resume = [a for a in argv if a.startswith("resume=")]
+    if not resume or resume[-1] in ("resume=null", "resume="):
+        return argv
+    ckpt = find_checkpoint(resume[-1].split("=", 1)[1])
+    run_dir = run_dir_of(ckpt)
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    original = yaml.safe_load(saved.read_text()) if saved.is_file() else []
+    original = [o for o in original or [] if not o.startswith(("resume=", "hydra.run.dir="))]
+    rest = [a for a in argv if not a.startswith("resume=")]
+    new = [f"resume={ckpt.resolve()}"]
+    if not any(a.startswith("hydra.run.dir=") for a in rest):
+        new.append(f"hydra.run.dir={run_dir.resolve()}")
+    merged: dict[str, str] = {}  # one override per key, the newest wins
+    for arg in original + rest + new:
+        merged.pop(arg.split("=", 1)[0], None)
+        merged[arg.split("=", 1)[0]] = arg
+    return list(merged.values())
+
+
+def check_compatible(ckpt_path: Path, module) -> int:
+    """The checkpoint's algorithm and network must be this run's (says which differs);
+    returns the checkpoint's step."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    saved, now = ckpt["hyper_parameters"], module.hparams
+    for key in ("name", "network"):
+        if key in saved and _plain(saved[key]) != _plain(now.get(key)):
+            raise ConfigError(f"resume={ckpt_path}: the checkpoint was trained with "
+                              f"{key}={_plain(saved[key])}, this run has {key}={_plain(now.get(key))}")
+    return int(ckpt["global_step"])
+
+
+def _plain(x):
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(x, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(x)
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+# -- RNG states ---------------------------------------------------------------------------
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+# -- the replay buffer beside the checkpoint ------------------------------------------------
+def save_replay(buffer, ckpt_dir: Path, step: int) -> Path:
+    """Write the buffer's used rows to ``replay.npz`` atomically (temp file + rename)."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = ckpt_dir / REPLAY_FILE
+    fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix=".replay-", suffix=".npz")
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, step=np.int64(step), **buffer.state_dict())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_replay(buffer, ckpt_dir: Path, step: int) -> bool:
+    """Restore the buffer saved with the checkpoint of ``step``; False if there is none."""
+    path = ckpt_dir / REPLAY_FILE
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path) as data:
+            state = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise ConfigError(f"{path} is unreadable ({e}); resume with checkpoint_buffer=false "
+                          f"to start from an empty replay buffer") from None
+    saved_step = int(state.pop("step"))
+    if saved_step != step:  # killed between the two writes: close enough, but say so
+        print(f"note: {path} is from step {saved_step}, the checkpoint from step {step}",
+              flush=True)
+    try:
+        buffer.load_state_dict(state)
+    except ValueError as e:
+        raise ConfigError(f"resume: {e}") from None
+    return True

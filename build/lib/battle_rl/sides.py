@@ -1,0 +1,52 @@
+"""Playing either team: the left-right mirror of observations and actions.
+
+Red starts at small x, blue at large x, and a network trained on one side plays badly on the
+other. Mirroring the map along x turns one side into the other: flip the observation along
+its x axis (W, columns) and mirror the chosen action. The action layout, read off the game:
+actions 0..12 move to the cells of the diamond of radius 2 and 13..20 attack the 8
+neighbours, both in row-major order with rows = dy and columns = dx (checked against the
+engine in ``tests/test_sides.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MOVES = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if abs(dy) + abs(dx) <= 2]
+ATTACKS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+OFFSETS = MOVES + ATTACKS  # action -> (dy, dx)
+
+
+def _mirror_table() -> list[int]:
+    """Action a -> the action with the same dy and -dx, in the same family (move/attack)."""
+    table = []
+    for a, (dy, dx) in enumerate(OFFSETS):
+        family = MOVES if a < len(MOVES) else ATTACKS
+        base = 0 if a < len(MOVES) else len(MOVES)
+        table.append(base + family.index((dy, -dx)))
+    return table
+
+
+ACTION_MIRROR = _mirror_table()
+
+
+def mirror_obs_hwc(obs):
+    """Flip (N, 13, 13, 5) observations along x (numpy or torch)."""
+    return obs[:, :, ::-1] if not isinstance(obs, torch.Tensor) else obs.flip(2)
+
+
+class Mirrored(nn.Module):
+    """A Q-network seen through the mirror: (N, 5, 13, 13) -> (N, 21) for the other side.
+
+    Q'(o)[a] = Q(flip(o))[mirror(a)], so ``argmax`` of the result is the mirrored action.
+    It is TorchScript-able and exports like any policy.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mirror", torch.tensor(ACTION_MIRROR), persistent=False)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.flip(3)).index_select(1, self.mirror)

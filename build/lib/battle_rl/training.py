@@ -1,0 +1,294 @@
+"""The training task behind ``train.py``: config -> env + learner -> dataset -> Trainer -> policy.
+
+Order matters: every check (config ranges, opponent files, logger, output folder, resume
+checkpoint) runs before the first environment is built, so a bad command costs seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate, to_absolute_path
+from omegaconf import DictConfig, open_dict
+from torch.utils.data import DataLoader
+
+from battle_rl.callbacks import EvalCallback, GracefulStop, ReplayCheckpoint, SelfPlaySnapshots
+from battle_rl.config import ConfigError, validate_train
+from battle_rl.display import BattleProgressBar, print_config
+from battle_rl.env import BattleEnv
+from battle_rl.evaluation import evaluate, format_table, write_eval_json
+from battle_rl.loggers import check_writable, close_logger, make_loggers, where_line
+from battle_rl.networks import export_policy
+from battle_rl.opponents import (SHIPPED, check_opponent, command_line_opponents, find_pool,
+                                 leave_out_missing, left_out_notice, make_mix, make_opponent,
+                                 write_opponents_record)
+from battle_rl.plot import plot_table
+from battle_rl.resume import check_compatible, find_checkpoint, load_replay
+
+
+def opponents_dir(cfg: DictConfig) -> Path:
+    return Path(to_absolute_path(str(cfg.opponents_dir)))
+
+
+def named_policies(cfg: DictConfig) -> dict[str, str]:
+    """``policies.NAME=PATH``: policy files that can be opponents by NAME (absolute paths)."""
+    return {name: to_absolute_path(str(path)) for name, path in (cfg.get("policies") or {}).items()}
+
+
+def eval_opponents(cfg: DictConfig) -> dict:
+    """``eval.opponents`` built by name (course nets, built-ins, ``policies.NAME``)."""
+    odir, policies = opponents_dir(cfg), named_policies(cfg)
+    return {n: make_opponent(n, odir, seed=cfg.seed, policies=policies)
+            for n in cfg.eval.opponents}
+
+
+def leave_out_course_opponents(cfg: DictConfig, named: set[str] | None) -> list[str]:
+    """The course opponents that come from the defaults and whose files are missing leave the
+    training mix (weight 0: the others' weights are renormalised) and ``eval.opponents``; a
+    list left empty falls back to what ships. Returns those left out."""
+    odir = opponents_dir(cfg)
+    training = [n for n, w in cfg.opponent.weights.items() if w > 0]
+    kept, out = leave_out_missing(training, odir, named)
+    kept_eval, out_eval = leave_out_missing(list(cfg.eval.opponents), odir, named)
+    if not (out or out_eval):
+        return []
+    with open_dict(cfg):
+        for name in out:
+            cfg.opponent.weights[name] = 0
+        for name in SHIPPED if not kept else ():
+            cfg.opponent.weights[name] = 1
+        cfg.eval.opponents = kept_eval or list(SHIPPED)
+    return list(dict.fromkeys(out + out_eval))
+
+
+def init_weights(module, path: str) -> None:
+    """``init_from=PATH``: start from a trained policy's weights (the same network shape);
+    the target network starts as a copy. A resumed run's checkpoint overrides it."""
+    from battle_rl.networks import load_policy
+
+    try:
+        module.start_from(load_policy(path).state_dict())
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e)]
+        raise ConfigError(f"init_from={path}: its network does not fit this run's algo.network "
+                          f"({lines[0]})") from None
+
+
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def configure_threads(threads: int) -> None:
+    """Small convolutions run fastest on few intra-op threads; one job = its share of cores.
+
+    Caps torch, the BLAS / OpenMP pools already loaded (threadpoolctl) and, through the
+    environment, anything started later, so parallel sweep jobs do not fight for cores."""
+    for var in THREAD_ENV_VARS:
+        os.environ[var] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:  # optional: torch's own pools are capped below either way
+        pass
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set in this process
+
+
+def preflight(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """All checks that need no environment; returns the checkpoint to resume from, if any."""
+    validate_train(cfg)
+    odir, policies = opponents_dir(cfg), named_policies(cfg)
+    for name, weight in cfg.opponent.weights.items():
+        if weight > 0:
+            check_opponent(name, odir, policies)
+    if cfg.eval.every_n_steps > 0 or cfg.eval.final_episodes > 0:
+        for name in cfg.eval.opponents:
+            check_opponent(name, odir, policies)
+    if cfg.get("init_from"):  # loads into a throw-away learner: a mismatch fails here
+        if not Path(to_absolute_path(str(cfg.init_from))).is_file():
+            raise FileNotFoundError(f"init_from={cfg.init_from}: no such file")
+        init_weights(make_module(cfg), to_absolute_path(str(cfg.init_from)))
+    if _video_settings(cfg.eval) is not None:  # builds (checks) the video_* keys when on
+        if cfg.eval.video_opponent not in (None, *cfg.eval.opponents):
+            raise ConfigError(f"eval.video_opponent={cfg.eval.video_opponent!r} is not allowed: "
+                              f"one of eval.opponents ({', '.join(cfg.eval.opponents)}) or null")
+    check_writable(run_dir)
+    return find_checkpoint(to_absolute_path(str(cfg.resume))) if cfg.get("resume") else None
+
+
+def make_module(cfg: DictConfig):
+    """The learner (a LightningModule) of ``cfg.algo`` with the run's hyperparameters."""
+    hp = cfg.hparams
+    return instantiate(cfg.algo, gamma=hp.gamma, lr=hp.lr, tau=hp.tau,
+                       weight_decay=hp.weight_decay, max_grad_norm=hp.max_grad_norm,
+                       _recursive_=False)
+
+
+def build(cfg: DictConfig, run_dir: Path):
+    """The learner module, its rollout dataset, and the evaluation callback (or None)."""
+    hp = cfg.hparams
+    odir, policies = opponents_dir(cfg), named_policies(cfg)
+    module = make_module(cfg)
+    if cfg.get("init_from"):
+        init_weights(module, to_absolute_path(str(cfg.init_from)))
+    env = BattleEnv(cfg.env.map_size, cfg.env.max_cycles, dict(cfg.reward))
+    opponent = make_mix(dict(cfg.opponent.weights), odir, seed=cfg.seed,
+                        self_play=self_play_settings(cfg), policies=policies)
+    pool = find_pool(opponent)
+    if pool is not None:
+        pool.bind(module.policy_net())  # snapshots copy the learner's network
+    dataset = module.make_dataset(env, opponent, hp, seed=cfg.seed)
+    module.rollout = dataset
+    eval_cb = None
+    if cfg.eval.every_n_steps > 0:
+        eval_cb = EvalCallback(
+            opponents=eval_opponents(cfg),
+            every_n_steps=cfg.eval.every_n_steps,
+            episodes=cfg.eval.episodes,
+            max_cycles=cfg.eval.max_cycles,
+            seed=cfg.eval.seed + 10_000,  # not the final evaluation's games
+            stop_win_rate=cfg.eval.stop_win_rate,
+            patience=cfg.eval.patience,
+            workers=cfg.eval.workers,
+            history_path=run_dir / "eval_history.jsonl",
+            video_every=cfg.eval.video_every,
+            video=_video_settings(cfg.eval),
+            video_opponent=cfg.eval.video_opponent,
+            video_dir=run_dir / "videos",
+            max_train_seconds=cfg.eval.get("max_train_seconds"),
+        )
+    return module, dataset, eval_cb
+
+
+def _video_settings(eval_cfg: DictConfig):
+    if eval_cfg.video_every <= 0:
+        return None
+    from battle_rl.video import VideoSettings  # rendering code only when videos are on
+
+    return VideoSettings.from_config(eval_cfg)
+
+
+def self_play_settings(cfg: DictConfig) -> dict:
+    sp = cfg.get("self_play") or {}
+    return {k: sp[k] for k in ("sampling", "pool_size") if k in sp}
+
+
+def self_play_callback(cfg: DictConfig, dataset, run_dir: Path) -> SelfPlaySnapshots | None:
+    pool = find_pool(dataset.opponent)
+    if pool is None:
+        return None
+    sp = cfg.get("self_play") or {}
+    return SelfPlaySnapshots(pool, int(sp.get("every_n_steps", 500)),
+                             run_dir / "snapshots" if sp.get("export", True) else None)
+
+
+def run_name(cfg: DictConfig) -> str:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().job.override_dirname or "defaults"
+    except ValueError:
+        return "defaults"
+
+
+def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -> dict:
+    """Train, export ``policy.pt``, run the final evaluation; returns a summary dict.
+
+    ``extra_callbacks`` (benchmarks, tests) are added to the Trainer's; they may read the
+    evaluation callback as ``trainer.eval_callback``.
+    """
+    left_out = leave_out_course_opponents(cfg, command_line_opponents())
+    resume_from = preflight(cfg, run_dir)
+    if cfg.get("print_config", True):
+        print_config(cfg)
+    if left_out:
+        print(left_out_notice(left_out, opponents_dir(cfg)), flush=True)
+    write_opponents_record(run_dir / "opponents.json", {
+        "training": {n: w for n, w in cfg.opponent.weights.items() if w > 0},
+        "evaluation": list(cfg.eval.opponents)}, left_out, opponents_dir(cfg))
+    configure_threads(cfg.threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    loggers = make_loggers(cfg, run_dir, run_name(cfg), resuming=resume_from is not None)
+    print(where_line(run_dir, loggers), flush=True)
+    try:
+        module, dataset, eval_cb = build(cfg, run_dir)
+        ckpt_dir = run_dir / "checkpoints"
+        if resume_from is not None:
+            step = check_compatible(resume_from, module)
+            if cfg.checkpoint_buffer and not load_replay(dataset.buffer, resume_from.parent, step):
+                print(f"note: no {resume_from.parent / 'replay.npz'}: resuming with an empty "
+                      f"replay buffer", flush=True)
+        stop = GracefulStop()
+        callbacks: list[pl.Callback] = [
+            pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}",
+                                         every_n_train_steps=cfg.checkpoint_every,
+                                         save_top_k=0, save_last=True),
+            stop,
+        ]
+        if cfg.checkpoint_buffer:
+            callbacks.append(ReplayCheckpoint(dataset.buffer, ckpt_dir))
+        if eval_cb is not None:
+            callbacks.append(eval_cb)
+        snapshots = self_play_callback(cfg, dataset, run_dir)
+        if snapshots is not None:
+            callbacks.append(snapshots)
+        callbacks += extra_callbacks or []
+        if cfg.trainer.get("enable_progress_bar", True):
+            callbacks.append(BattleProgressBar())
+        trainer = pl.Trainer(**cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                             default_root_dir=str(run_dir))
+        trainer.eval_callback = eval_cb
+        loader = DataLoader(dataset, batch_size=None, num_workers=0)
+        t0 = time.perf_counter()
+        trainer.fit(module, train_dataloaders=loader,
+                    ckpt_path=str(resume_from) if resume_from else None,
+                    weights_only=False)  # our own checkpoints hold numpy RNG states
+        wall = time.perf_counter() - t0
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the state at the very end
+
+        net = module.policy_net()
+        source = "final"
+        if eval_cb is not None and eval_cb.best_state is not None and not stop.requested:
+            if eval_cb.best_step != trainer.global_step:
+                eval_cb.run(trainer, module)  # the last weights get their chance too
+            if eval_cb.best_step != trainer.global_step:
+                net.load_state_dict(eval_cb.best_state)
+                source = f"best evaluation (step {eval_cb.best_step})"
+        policy_path = export_policy(net, run_dir / "policy.pt")
+        summary = {
+            "steps": trainer.global_step,
+            "episodes": dataset.episodes,
+            "cycles": dataset.cycles,
+            "wall_seconds": wall,
+            "train_seconds": eval_cb.train_seconds() if eval_cb else wall,
+            "policy_source": source,
+            "interrupted": stop.requested,
+            "objective": eval_cb.best_score[0] if eval_cb and eval_cb.best_score else 0.0,
+        }
+        if cfg.eval.final_episodes > 0 and not stop.requested:
+            table = evaluate(
+                net.eval(), eval_opponents(cfg),
+                episodes=cfg.eval.final_episodes, seed=cfg.eval.seed, max_cycles=cfg.eval.max_cycles,
+                workers=cfg.eval.workers,
+            )
+            write_eval_json(table, run_dir / "eval.json")
+            plot_table(table, run_dir / "eval.png")
+            print(format_table(table), flush=True)
+            summary["eval"] = table
+            # the objective a sweep maximises: the worst-case win rate over the opponents
+            summary["objective"] = min(r["win"] / r["episodes"] for r in table.values())
+            for logger in loggers:
+                logger.log_metrics({f"final/win_rate/{k}": r["win"] / r["episodes"]
+                                    for k, r in table.items()}, step=trainer.global_step)
+        summary["policy"] = str(policy_path)
+        return summary
+    finally:
+        for logger in loggers:
+            close_logger(logger)
