@@ -53,7 +53,8 @@ class BattleProgressBar(RichProgressBar):
             self._last_eval, self._mark = evals, None
         if rollout is not None:
             items.update(self._measure_rates(trainer.global_step, rollout.agent_steps))
-            items["eps"] = f"{rollout.epsilon:.3f}"
+            if getattr(rollout, "epsilon", None) is not None:  # on-policy learners have none
+                items["eps"] = f"{rollout.epsilon:.3f}"
             items["episodes"] = str(rollout.episodes)
         for name, rate in (evals or {}).items():
             items[f"win:{name}"] = f"{rate:.0%}"
