@@ -110,6 +110,39 @@ def validate_train(cfg: DictConfig) -> None:
     if _get(cfg, "hparams.both_teams"):
         _check(cfg, f"{h}.buffer_size", lambda x: x >= 325,
                "an integer >= 325 with hparams.both_teams=true (two cycles of both teams)")
+    _check_hparams_family(cfg)
+    _check(cfg, f"{h}.rollout_cycles", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, f"{h}.epochs", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, f"{h}.minibatches", lambda x: int(x) == x and x >= 1, "an integer >= 1")
+    _check(cfg, f"{h}.gae_lambda", unit, "in [0, 1]")
+    _check(cfg, f"{h}.clip", lambda x: float(x) > 0, "must be > 0 (e.g. 0.2)")
+    _check(cfg, f"{h}.ent_coef", lambda x: float(x) >= 0, "a weight >= 0")
+    _check(cfg, f"{h}.vf_coef", lambda x: float(x) > 0, "a weight > 0")
+    _check(cfg, f"{h}.clip_vloss", lambda x: isinstance(x, bool), "true or false")
+    _check(cfg, f"{h}.norm_adv", lambda x: isinstance(x, bool), "true or false")
+    _check(cfg, "algo.critic", lambda x: x in ("local", "central"),
+           "one of 'local' (IPPO), 'central' (MAPPO)")
+
+
+# the hparams keys of the on-policy learners (conf/hparams/ppo.yaml)
+PPO_HPARAMS = ("rollout_cycles", "epochs", "minibatches", "gae_lambda", "clip", "ent_coef",
+               "vf_coef")
+
+
+def _check_hparams_family(cfg: DictConfig) -> None:
+    """PPO needs the PPO hparams; the replay learners cannot use them."""
+    target, hp = str(_get(cfg, "algo._target_") or ""), _get(cfg, "hparams")
+    if hp is None or not target:
+        return
+    name = _get(cfg, "algo.name")
+    if target.endswith(".ppo.PPO"):
+        missing = [k for k in PPO_HPARAMS if k not in hp]
+        if missing:
+            raise ConfigError(f"algo={name} needs the PPO hyperparameters (hparams=ppo); "
+                              f"hparams has no {', '.join(missing)}")
+    elif "rollout_cycles" in hp:
+        raise ConfigError(f"algo={name} learns from a replay buffer: the PPO hyperparameters "
+                          f"(hparams=ppo) are for algo=ippo / mappo; choose e.g. hparams=fast")
 
 
 def _check_eval_opponent(key: str, name: str, named: tuple = ()) -> None:

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from battle_rl.buffer import ReplayBuffer, TeamReplayBuffer
-from battle_rl.env import N_ACTIONS, BattleEnv, other
+from battle_rl.env import N_ACTIONS, OBS_SHAPE, BattleEnv, other
 from battle_rl.opponents import Opponent
 from battle_rl.sides import ACTION_MIRROR, mirror_obs_hwc
 
@@ -235,3 +235,181 @@ class TeamRolloutDataset(RolloutDataset):
                                   team_reward=team_reward, seed=seed)
         super().__init__(env=env, opponent=opponent, learner=learner, buffer=buffer,
                          batch_size=batch_size, epsilon=epsilon, seed=seed, **kwargs)
+
+
+# -- on-policy rollouts (PPO) -----------------------------------------------------------------
+def gae(reward: np.ndarray, value: np.ndarray, next_value: np.ndarray, cont: np.ndarray,
+        gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation per agent over a rollout; arrays are (T, N).
+
+    ``next_value[t, i]`` is V of agent i's next observation: 0 where the agent died at t
+    (terminal), V of its last view where the time limit ended the episode (truncation
+    bootstraps). ``cont[t, i]`` says agent i acts again in row t + 1 of the same episode, so
+    its advantage continues there. Rows where the agent did not act hold zeros everywhere and
+    get an advantage of 0. Returns the advantages and the returns (advantage + value).
+    """
+    adv = np.zeros_like(value)
+    last = np.zeros_like(value[0])
+    for t in reversed(range(len(value))):
+        delta = reward[t] + gamma * next_value[t] - value[t]
+        last = delta + gamma * lam * cont[t] * last
+        adv[t] = last
+    return adv, adv + value
+
+
+class OnPolicyDataset(IterableDataset):
+    """On-policy rollouts for PPO, streamed as minibatches.
+
+    A rollout is ``rollout_cycles`` cycles of the game: all alive learner agents act in one
+    batched forward (actions sampled from the learner's policy, with their log-probabilities
+    and values kept), the opponent likewise. Episodes run on across rollouts. Then GAE per
+    agent (an agent's trajectory ends when it dies; the time limit bootstraps), and the agent
+    steps are served as ``epochs`` passes of ``minibatches`` shuffled minibatches; then the
+    rollout is discarded. Dead agents never enter a minibatch. With ``use_state`` (MAPPO's
+    critic) each cycle's global state is kept too, and a minibatch carries the states of the
+    cycles it touches with each row's index into them.
+
+    The learner provides ``act(obs, alive, state, rng) -> (actions, logp, values)`` and
+    ``values(obs, alive, state) -> values`` (0 for dead slots).
+    """
+
+    def __init__(self, env: BattleEnv, opponent: Opponent, learner, rollout_cycles: int,
+                 epochs: int, minibatches: int, gamma: float, gae_lambda: float,
+                 use_state: bool = False, max_episodes: int | None = None, seed: int = 0,
+                 team: str = "blue"):
+        super().__init__()
+        self.env, self.opponent, self.learner = env, opponent, learner
+        self.rollout_cycles, self.epochs, self.minibatches = rollout_cycles, epochs, minibatches
+        self.gamma, self.gae_lambda, self.use_state = gamma, gae_lambda, use_state
+        self.max_episodes, self.seed, self.team = max_episodes, seed, team
+        self.rng = np.random.default_rng(seed)  # episode seeds, action sampling, shuffling
+        # counters (saved with checkpoints, see state_dict)
+        self.cycles = self.episodes = self.agent_steps = self.batches = self.rollouts = 0
+        self.obs = None  # current observations {team: (N,13,13,5)}; None between episodes
+        self.last_episode: dict[str, float] = {}
+        self._ep = None
+        self._rate_mark = (time.perf_counter(), 0, 0)
+
+    # -- playing one rollout -----------------------------------------------------------
+    def _start_episode(self) -> None:
+        self.opponent.new_episode()
+        self.obs = self.env.reset(seed=int(self.rng.integers(2**31 - 1)))
+        self._ep = {"reward": {"red": 0.0, "blue": 0.0}, "kills": {"red": 0, "blue": 0}}
+
+    def _end_episode(self) -> None:
+        ep, me = self._ep, self.team
+        self.episodes += 1
+        self.opponent.end_episode(ep["kills"][me], ep["kills"][other(me)])
+        n = self.env.n_agents
+        self.last_episode = {"blue_reward": ep["reward"]["blue"] / n,
+                             "red_reward": ep["reward"]["red"] / n,
+                             "blue_kills": ep["kills"]["blue"], "red_kills": ep["kills"]["red"],
+                             "episode_cycles": self.env.cycle}
+        self.obs = None
+
+    def collect(self) -> dict[str, np.ndarray]:
+        """Play one rollout; (T, N, ...) arrays, with GAE advantages and returns."""
+        T, N, me, them = self.rollout_cycles, self.env.n_agents, self.team, other(self.team)
+        r = {"obs": np.zeros((T, N, *OBS_SHAPE), np.float32),
+             "action": np.zeros((T, N), np.int64), "logp": np.zeros((T, N), np.float32),
+             "value": np.zeros((T, N), np.float32), "reward": np.zeros((T, N), np.float32),
+             "next_value": np.zeros((T, N), np.float32),
+             "valid": np.zeros((T, N), bool), "cont": np.zeros((T, N), bool)}
+        if self.use_state:
+            size = self.env.map_size
+            r["state"] = np.zeros((T, size, size, 5), np.float32)
+        state = None
+        for t in range(T):
+            if self.obs is None:
+                self._start_episode()
+            alive = self.env.alive
+            if self.use_state:
+                state = r["state"][t] = self.env.state()
+            actions, r["logp"][t], r["value"][t] = self.learner.act(
+                self.obs[me], alive[me], state, self.rng)
+            step = self.env.step({me: actions, them: self.opponent.act(self.obs[them],
+                                                                       alive[them])})
+            r["obs"][t], r["action"][t], r["valid"][t] = self.obs[me], actions, alive[me]
+            r["reward"][t] = np.where(alive[me], step.reward[me], 0.0)
+            self.cycles += 1
+            self.agent_steps += int(alive[me].sum() + alive[them].sum())
+            for k in ("red", "blue"):
+                self._ep["reward"][k] += float(step.reward[k].sum())
+                self._ep["kills"][k] += step.kills[k]
+            self.obs = step.obs
+            survivors = step.alive[me]  # the dead get next value 0: their episode ended
+            if step.done or t == T - 1:  # the survivors' next value: bootstrap from here
+                if survivors.any():  # (a wipe-out leaves none: it is terminal for all)
+                    next_state = self.env.state() if self.use_state else None
+                    r["next_value"][t] = self.learner.values(step.obs[me], survivors,
+                                                             next_state)
+                if step.done:
+                    self._end_episode()
+            else:  # they act in the next row, whose values are their next values
+                r["cont"][t] = survivors
+        cont = r["cont"][:-1]
+        r["next_value"][:-1][cont] = r["value"][1:][cont]
+        r["adv"], r["ret"] = gae(r["reward"], r["value"], r["next_value"], r["cont"],
+                                 self.gamma, self.gae_lambda)
+        self.rollouts += 1
+        return r
+
+    def minibatches_of(self, r: dict[str, np.ndarray]):
+        """``epochs`` passes over the rollout's agent steps, each in shuffled minibatches."""
+        rows = np.flatnonzero(r["valid"].ravel())  # (t, i) flattened; the alive ones only
+        flat = {k: r[k].reshape(-1, *r[k].shape[2:])
+                for k in ("obs", "action", "logp", "value", "adv", "ret")}
+        n_agents = r["valid"].shape[1]
+        for _ in range(self.epochs):
+            for idx in np.array_split(self.rng.permutation(rows), self.minibatches):
+                if len(idx) == 0:
+                    continue
+                batch = {k: torch.from_numpy(v[idx]) for k, v in flat.items()}
+                batch["obs"] = batch["obs"].permute(0, 3, 1, 2).contiguous()  # NCHW
+                if self.use_state:  # the states of the cycles in this minibatch, once each
+                    cycles, index = np.unique(idx // n_agents, return_inverse=True)
+                    batch["state"] = torch.from_numpy(r["state"][cycles]).permute(
+                        0, 3, 1, 2).contiguous()
+                    batch["state_index"] = torch.from_numpy(index.reshape(-1))
+                yield batch
+
+    # -- the stream ----------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.max_episodes is not None and self.episodes >= self.max_episodes
+
+    def __iter__(self):
+        while not self.finished:
+            for batch in self.minibatches_of(self.collect()):
+                self.batches += 1
+                yield batch
+
+    def log_metrics(self) -> dict[str, float]:
+        """Counters, rates since the last call, and the last finished episode, for logging."""
+        now = time.perf_counter()
+        t0, steps0, batches0 = self._rate_mark
+        dt = max(now - t0, 1e-9)
+        self._rate_mark = (now, self.agent_steps, self.batches)
+        metrics = {"rollout/cycles": self.cycles, "rollout/episodes": self.episodes,
+                   "rollout/rollouts": self.rollouts,
+                   "perf/agent_steps_per_s": (self.agent_steps - steps0) / dt,
+                   "perf/updates_per_s": (self.batches - batches0) / dt}
+        metrics.update({f"rollout/{k}": v for k, v in self.last_episode.items()})
+        return metrics
+
+    # -- persistence (resume) -------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Counters and random states. The rollout in progress is not saved (it is only
+        valid for the policy that played it): a resumed run starts a new rollout and a new
+        episode."""
+        return {"cycles": self.cycles, "episodes": self.episodes,
+                "agent_steps": self.agent_steps, "batches": self.batches,
+                "rollouts": self.rollouts, "rng": self.rng.bit_generator.state,
+                "opponent": self.opponent.state_dict(), "last_episode": self.last_episode}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in ("cycles", "episodes", "agent_steps", "batches", "rollouts", "last_episode"):
+            setattr(self, k, state[k])
+        self.rng.bit_generator.state = state["rng"]
+        self.opponent.load_state_dict(state["opponent"])
+        self.obs = None

@@ -102,7 +102,7 @@ class BattleProgressBar(ProgressBar):
             done = max(done, elapsed / max(elapsed + left, 1e-9))
         parts.append(self._measure_rate(step))
         rollout = getattr(pl_module, "rollout", None)
-        if rollout is not None:
+        if getattr(rollout, "epsilon", None) is not None:  # on-policy learners have none
             parts.append(f"eps {rollout.epsilon:.2f}")
         evals = getattr(pl_module, "last_eval", None)
         if evals is not self._last_eval:  # an evaluation paused training: measure anew

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate, to_absolute_path
+from hydra.utils import get_class, instantiate, to_absolute_path
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
@@ -125,11 +125,11 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Path | None:
 
 
 def make_module(cfg: DictConfig):
-    """The learner (a LightningModule) of ``cfg.algo`` with the run's hyperparameters."""
-    hp = cfg.hparams
-    return instantiate(cfg.algo, gamma=hp.gamma, lr=hp.lr, tau=hp.tau,
-                       weight_decay=hp.weight_decay, max_grad_norm=hp.max_grad_norm,
-                       _recursive_=False)
+    """The learner (a LightningModule) of ``cfg.algo`` with the run's hyperparameters: the
+    keys of ``cfg.hparams`` its class lists in ``HPARAMS`` (see battle_rl.algos)."""
+    keys = getattr(get_class(cfg.algo._target_), "HPARAMS",
+                   ("gamma", "lr", "tau", "weight_decay", "max_grad_norm"))
+    return instantiate(cfg.algo, **{k: cfg.hparams[k] for k in keys}, _recursive_=False)
 
 
 def build(cfg: DictConfig, run_dir: Path):
@@ -221,9 +221,11 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
     try:
         module, dataset, eval_cb = build(cfg, run_dir)
         ckpt_dir = run_dir / "checkpoints"
+        replay = getattr(dataset, "buffer", None)  # on-policy learners (PPO) have none
         if resume_from is not None:
             step = check_compatible(resume_from, module)
-            if cfg.checkpoint_buffer and not load_replay(dataset.buffer, resume_from.parent, step):
+            if (cfg.checkpoint_buffer and replay is not None
+                    and not load_replay(replay, resume_from.parent, step)):
                 print(f"note: no {resume_from.parent / 'replay.npz'}: resuming with an empty "
                       f"replay buffer", flush=True)
         stop = GracefulStop()
@@ -233,8 +235,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
                                          save_top_k=0, save_last=True),
             stop,
         ]
-        if cfg.checkpoint_buffer:
-            callbacks.append(ReplayCheckpoint(dataset.buffer, ckpt_dir))
+        if cfg.checkpoint_buffer and replay is not None:
+            callbacks.append(ReplayCheckpoint(replay, ckpt_dir))
         if eval_cb is not None:
             callbacks.append(eval_cb)
         snapshots = self_play_callback(cfg, dataset, run_dir)

@@ -4,11 +4,14 @@ A learner module has:
 - ``make_dataset(env, opponent, hparams, seed)``: the rollout stream (and replay storage) it
   learns from; the training task hands it to Lightning as the train loader;
 - ``greedy(obs, alive) -> actions``: batched greedy actions for a team (rollouts, evaluation);
-- ``policy_net()``: the network exported as ``policy.pt`` ((N, 5, 13, 13) -> (N, 21));
+- ``policy_net()``: the network exported as ``policy.pt`` ((N, 5, 13, 13) -> (N, 21): action
+  values, or a policy's logits; greedy play takes the argmax either way);
 - ``start_from(state_dict)``: that network, and its target, set to given weights
   (``init_from=``: fine-tuning a trained policy);
 - ``policy_from_checkpoint(ckpt)`` (classmethod): that network rebuilt from a Lightning
   checkpoint, so ``evaluate.py`` accepts ``.ckpt`` files.
+A class may list in ``HPARAMS`` the keys of the ``hparams`` group it takes (default: gamma,
+lr, tau, weight_decay, max_grad_norm).
 ``ALGORITHMS`` maps the ``name`` stored in a checkpoint to its class.
 """
 
@@ -24,6 +27,8 @@ ALGORITHMS = {
     "dqn": "battle_rl.algos.ddqn:DQN",
     "qmix": "battle_rl.algos.qmix:QMIX",
     "vdn": "battle_rl.algos.qmix:QMIX",
+    "ippo": "battle_rl.algos.ppo:PPO",
+    "mappo": "battle_rl.algos.ppo:PPO",
 }
 
 

@@ -181,4 +181,5 @@ class QMIX(pl.LightningModule):
             checkpoint["rollout"] = self.rollout.state_dict()
 
     def on_load_checkpoint(self, checkpoint):
-        self._pending_rollout_state = checkpoint.get("rollout")
+        if self.rollout is not None and checkpoint.get("rollout"):
+            self.rollout.load_state_dict(checkpoint["rollout"])

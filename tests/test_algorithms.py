@@ -1,0 +1,111 @@
+"""Every algorithm of conf/algo/ (found by globbing, so new ones are picked up): a tiny run,
+its exported policy, evaluation of the policy and the checkpoint, resume, and bad input.
+
+Runs go through ``battle_rl.training.train`` in this process (what ``train.py`` calls after
+Hydra has composed the configuration): the entry points themselves are tested elsewhere
+(tests/test_train.py), and one process saves seconds of start-up per run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from battle_rl.config import ConfigError, compose_overrides, validate_train
+from battle_rl.evaluation import evaluate
+from battle_rl.networks import load_policy
+from battle_rl.opponents import RandomOpponent
+
+ALGOS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "algo")
+               .glob("*.yaml") if not p.stem.startswith("_"))
+
+# tiny settings for any learner; each run takes those whose key its configuration has
+TINY = {
+    "env.max_cycles": 20, "trainer.max_steps": 12, "trainer.log_every_n_steps": 2,
+    "trainer.enable_progress_bar": False, "checkpoint_every": 6, "print_config": False,
+    "eval.every_n_steps": 0, "eval.final_episodes": 0, "opponent.weights.random": 1,
+    "opponent.weights.pretrained": 0, "opponent.weights.final": 0,
+    # replay learners (batch, buffer and warmup count team steps for VDN / QMIX)
+    "hparams.batch_size": 8, "hparams.buffer_size": 400, "hparams.warmup": 16,
+    # on-policy learners: 8-cycle rollouts, 2 x 2 minibatches each
+    "hparams.rollout_cycles": 8, "hparams.epochs": 2, "hparams.minibatches": 2,
+}
+
+
+def tiny_config(algo: str, run_dir: Path, **extra):
+    cfg = compose_overrides("config", [f"algo={algo}", "logger=csv"])
+    with open_dict(cfg):
+        for key, value in {**TINY, **extra}.items():
+            node, *path, leaf = [cfg, *key.split(".")]
+            for part in path:
+                node = node.get(part) if node is not None else None
+            if node is not None and (leaf in node or key in extra):
+                node[leaf] = value
+    validate_train(cfg)
+    return cfg
+
+
+def tiny_train(algo: str, run_dir: Path, **extra) -> dict:
+    from battle_rl.training import train
+
+    return train(tiny_config(algo, run_dir, **extra), run_dir)
+
+
+@pytest.fixture(scope="module", params=ALGOS)
+def tiny_run(request, tmp_path_factory):
+    algo = request.param
+    run_dir = tmp_path_factory.mktemp(f"run-{algo}")
+    return algo, run_dir, tiny_train(algo, run_dir)
+
+
+def test_every_algorithm_is_found():
+    assert {"ddqn", "dqn", "vdn", "qmix", "ippo", "mappo"} <= set(ALGOS)
+
+
+def test_tiny_run_exports_a_policy(tiny_run):
+    algo, run_dir, summary = tiny_run
+    assert summary["steps"] == 12 and summary["policy"] == str(run_dir / "policy.pt")
+    policy = torch.jit.load(str(run_dir / "policy.pt"))
+    out = policy(torch.rand(7, 5, 13, 13))  # one argument, whatever the learner
+    assert out.shape == (7, 21) and torch.isfinite(out).all()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert ckpt["hyper_parameters"]["name"] == algo and ckpt["global_step"] == 12
+    assert "rollout/cycles" in (run_dir / "csv" / "metrics.csv").read_text()
+
+
+def test_policy_and_checkpoint_evaluate_alike(tiny_run):
+    """The exported policy and the checkpoint's network play the same games."""
+    algo, run_dir, _ = tiny_run
+    tables = [evaluate(load_policy(run_dir / f), {"random": RandomOpponent(0)}, episodes=2,
+                       seed=3, max_cycles=15, n_envs=2)
+              for f in ("policy.pt", "checkpoints/last.ckpt")]
+    assert tables[0] == tables[1]
+    assert tables[0]["random"]["episodes"] == 2
+
+
+def test_resume_continues_step_and_rollout_counters(tiny_run, tmp_path):
+    algo, run_dir, _ = tiny_run
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    before = torch.load(ckpt, map_location="cpu", weights_only=False)
+    summary = tiny_train(algo, run_dir, **{"resume": str(ckpt), "trainer.max_steps": 16})
+    after = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert summary["steps"] == after["global_step"] == 16
+    assert after["rollout"]["cycles"] >= before["rollout"]["cycles"]
+    assert after["rollout"]["episodes"] >= before["rollout"]["episodes"]
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_bad_input_is_one_line_before_anything_runs(algo):
+    cfg = compose_overrides("config", [f"algo={algo}", "hparams.lr=-1"])
+    with pytest.raises(ConfigError, match=r"^hparams.lr=-1 is not allowed") as e:
+        validate_train(cfg)
+    assert "\n" not in str(e.value)
+    # hyperparameters of the other family (replay vs on-policy) are refused by name
+    other = "fast" if "rollout_cycles" in cfg.hparams else "ppo"
+    with pytest.raises(ConfigError, match=f"algo={cfg.algo.name}") as e:
+        validate_train(compose_overrides("config", [f"algo={algo}", f"hparams={other}"]))
+    assert "\n" not in str(e.value)
