@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from battle_rl.env import OBS_SHAPE
+from battle_rl.env import N_ACTIONS, OBS_SHAPE
+from battle_rl.mean_field import mean_action
 
 OBS_SCALE = 100.0  # stored = round(obs * 100); HP fractions are multiples of 0.01
 
@@ -122,7 +123,10 @@ class ReplayBuffer(_Persistent):
         while len(idx) < batch_size:  # rejection: almost every row is ready
             draw = self.rng.integers(0, self.size, 2 * batch_size)
             idx = np.concatenate([idx, draw[self.ready[draw]]])
-        idx = idx[:batch_size]
+        return self.batch(idx[:batch_size])
+
+    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The transitions of rows ``idx``."""
         return {
             "obs": self.obs[idx],
             "action": self.action[idx].astype(np.int64),
@@ -133,6 +137,49 @@ class ReplayBuffer(_Persistent):
 
     # the arrays saved for resume (see _Persistent)
     ARRAYS = ("obs", "action", "reward", "done", "next", "ready")
+
+
+class MeanActionReplayBuffer(ReplayBuffer):
+    """:class:`ReplayBuffer` rows that also hold the mean action an agent saw when it acted
+    (MF-Q): the mean one-hot action (21,) of its team's agents that acted at the previous
+    cycle, zeros at an episode's first cycle. The rows of slots ``k * team_size`` to
+    ``(k + 1) * team_size - 1`` form team ``k`` (two teams with ``both_teams``).
+
+    A batch has ``mean_action`` (the row's) and ``next_mean_action`` (the next row's: the
+    mean of the actions played at the transition's own cycle, which the target needs).
+    """
+
+    def __init__(self, capacity: int, n_agents: int = 81, team_size: int = 81,
+                 seed: int | None = None):
+        if n_agents % team_size:
+            raise ValueError(f"{n_agents} slots are not whole teams of {team_size}")
+        super().__init__(capacity, n_agents, seed)
+        self.mean_action = np.zeros((capacity, N_ACTIONS), np.float32)
+        self.teams = [slice(k, k + team_size) for k in range(0, n_agents, team_size)]
+
+    @property
+    def bytes_per_row(self) -> int:
+        return super().bytes_per_row + self.mean_action.nbytes // self.capacity
+
+    def start_episode(self, obs: np.ndarray, alive: np.ndarray) -> None:
+        super().start_episode(obs, alive)
+        self.mean_action[self.current[self.current >= 0]] = 0.0  # nobody acted before
+
+    def add(self, action, reward, next_obs, died, alive_next) -> None:
+        acted = self.current >= 0
+        means = [mean_action(action[t], acted[t]) for t in self.teams]
+        super().add(action, reward, next_obs, died, alive_next)
+        for t, mean in zip(self.teams, means):  # the new rows: this cycle's mean action
+            rows = self.current[t]
+            self.mean_action[rows[rows >= 0]] = mean
+
+    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        batch = super().batch(idx)
+        batch["mean_action"] = self.mean_action[idx]
+        batch["next_mean_action"] = self.mean_action[self.next[idx]]
+        return batch
+
+    ARRAYS = ReplayBuffer.ARRAYS + ("mean_action",)
 
 
 class TeamReplayBuffer(_Persistent):
