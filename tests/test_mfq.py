@@ -181,3 +181,46 @@ def test_other_policies_still_get_one_argument():
     ev = Evaluator(max_cycles=5, n_envs=2)
     r = ev.play(NetOpponent(Mirrored(OneArg()), "x"), RandomOpponent(0), 2)
     assert len(r) == 2
+
+
+def test_self_play_snapshots_of_mf_q_get_their_mean_action():
+    from battle_rl.opponents import SelfPlayPool
+
+    pool = SelfPlayPool(seed=0).bind(Counter())
+    pool.snapshot(0)
+    obs = np.zeros((81, *OBS_SHAPE), np.float32)
+    for _ in range(2):
+        pool.new_episode()
+        for _ in range(3):
+            pool.act(obs, np.ones(81, bool))
+    seen = pool.snapshots[0].net.net.seen
+    assert_counted(seen[:3], 3)
+    assert_counted(seen[3:], 3)  # a new episode starts from zeros again
+
+
+def test_rollouts_act_and_store_with_the_teams_previous_mean_action():
+    from battle_rl.data import EpsilonSchedule, MeanFieldRolloutDataset
+    from battle_rl.env import BattleEnv
+
+    class Learner:
+        """Greedy: every agent plays (cycle number) mod 21; records the means it gets."""
+
+        def __init__(self):
+            self.seen = []
+
+        def greedy(self, obs, alive, mean=None):
+            self.seen.append(None if mean is None else mean.copy())
+            return np.full(len(obs), len(self.seen) - 1)
+
+    learner = Learner()
+    env = BattleEnv(max_cycles=4)
+    ds = MeanFieldRolloutDataset(env, RandomOpponent(0), learner,
+                                 MeanActionReplayBuffer(2000, env.n_agents, env.n_agents),
+                                 batch_size=8, epsilon=EpsilonSchedule(0.0, 0.0, 0), warmup=8)
+    for _ in range(3):
+        ds.play_cycle()
+    assert learner.seen[0] is None  # first cycle: no previous actions
+    np.testing.assert_array_equal(learner.seen[1], np.eye(N_ACTIONS)[0])
+    np.testing.assert_array_equal(learner.seen[2], np.eye(N_ACTIONS)[1])
+    rows = ds.buffer.current[ds.buffer.current >= 0]  # the rows of the fourth cycle
+    np.testing.assert_array_equal(ds.buffer.mean_action[rows], [np.eye(N_ACTIONS)[2]] * len(rows))
