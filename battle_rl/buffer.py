@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from battle_rl.env import OBS_SHAPE
+from battle_rl.env import N_ACTIONS, OBS_SHAPE
+from battle_rl.mean_field import mean_action
 
 OBS_SCALE = 100.0  # stored = round(obs * 100); HP fractions are multiples of 0.01
 
@@ -126,11 +127,14 @@ class ReplayBuffer(_Persistent):
         while len(idx) < batch_size:  # rejection: almost every row is ready
             draw = self.rng.integers(0, self.size, 2 * batch_size)
             idx = np.concatenate([idx, draw[self.ready[draw]]])
-        idx = idx[:batch_size]
+        return self.batch(idx[:batch_size])
+
+    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The transitions of rows ``idx``, with ``n_step`` returns: each agent's next rows
+        are followed while its episode goes on and they were played (a death, the time limit
+        or the cycle being played now ends the sum early)."""
         reward, done, last = self.reward[idx].copy(), self.done[idx].copy(), idx
-        discount = np.full(batch_size, self.gamma, np.float32)
-        # n-step: follow each agent's next rows while its episode goes on and they were played
-        # (a death, the time limit or the cycle being played now ends the sum early)
+        discount = np.full(len(idx), self.gamma, np.float32)
         for _ in range(self.n_step - 1):
             nxt = self.next[last]
             more = ~done & self.ready[nxt]
@@ -138,17 +142,66 @@ class ReplayBuffer(_Persistent):
             done = np.where(more, self.done[nxt], done)
             last = np.where(more, nxt, last)
             discount = np.where(more, discount * self.gamma, discount)
+        bootstrap = self.next[last]  # the row whose value the target takes
         return {
             "obs": self.obs[idx],
             "action": self.action[idx].astype(np.int64),
             "reward": reward.astype(np.float32),
-            "next_obs": self.obs[self.next[last]],
+            "next_obs": self.obs[bootstrap],
             "done": done,
             "discount": discount,  # gamma^k: the bootstrap's weight after k summed rewards
+            **self.extra(idx, bootstrap),
         }
+
+    def extra(self, idx: np.ndarray, bootstrap: np.ndarray) -> dict[str, np.ndarray]:
+        """What a subclass stores beside the transition, for rows ``idx`` and the rows their
+        targets bootstrap from."""
+        return {}
 
     # the arrays saved for resume (see _Persistent)
     ARRAYS = ("obs", "action", "reward", "done", "next", "ready")
+
+
+class MeanActionReplayBuffer(ReplayBuffer):
+    """:class:`ReplayBuffer` rows that also hold the mean action an agent saw when it acted
+    (MF-Q): the mean one-hot action (21,) of its team's agents that acted at the previous
+    cycle, zeros at an episode's first cycle. The rows of slots ``k * team_size`` to
+    ``(k + 1) * team_size - 1`` form team ``k`` (two teams with ``both_teams``).
+
+    A batch has ``mean_action`` (the row's) and ``next_mean_action`` (that of the row the target
+    bootstraps from: with one-step returns the next row's, the mean of the actions played at
+    the transition's own cycle).
+    """
+
+    def __init__(self, capacity: int, n_agents: int = 81, team_size: int = 81,
+                 seed: int | None = None, n_step: int = 1, gamma: float = 0.9):
+        if n_agents % team_size:
+            raise ValueError(f"{n_agents} slots are not whole teams of {team_size}")
+        super().__init__(capacity, n_agents, seed, n_step, gamma)
+        self.mean_action = np.zeros((capacity, N_ACTIONS), np.float32)
+        self.teams = [slice(k, k + team_size) for k in range(0, n_agents, team_size)]
+
+    @property
+    def bytes_per_row(self) -> int:
+        return super().bytes_per_row + self.mean_action.nbytes // self.capacity
+
+    def start_episode(self, obs: np.ndarray, alive: np.ndarray) -> None:
+        super().start_episode(obs, alive)
+        self.mean_action[self.current[self.current >= 0]] = 0.0  # nobody acted before
+
+    def add(self, action, reward, next_obs, died, alive_next) -> None:
+        acted = self.current >= 0
+        means = [mean_action(action[t], acted[t]) for t in self.teams]
+        super().add(action, reward, next_obs, died, alive_next)
+        for t, mean in zip(self.teams, means):  # the new rows: this cycle's mean action
+            rows = self.current[t]
+            self.mean_action[rows[rows >= 0]] = mean
+
+    def extra(self, idx: np.ndarray, bootstrap: np.ndarray) -> dict[str, np.ndarray]:
+        return {"mean_action": self.mean_action[idx],
+                "next_mean_action": self.mean_action[bootstrap]}
+
+    ARRAYS = ReplayBuffer.ARRAYS + ("mean_action",)
 
 
 class TeamReplayBuffer(_Persistent):

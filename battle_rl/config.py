@@ -107,6 +107,7 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "hparams.both_teams", lambda x: isinstance(x, bool), "true or false")
     _check(cfg, "algo.agent_loss", lambda x: float(x) >= 0, "a weight >= 0 (0: team loss only)")
     _check(cfg, "algo.team_reward", lambda x: x in ("sum", "mean"), "one of 'sum', 'mean'")
+    _check(cfg, "algo.temperature", lambda x: float(x) > 0, "the Boltzmann temperature, > 0")
     if _get(cfg, "hparams.both_teams"):
         _check(cfg, f"{h}.buffer_size", lambda x: x >= 325,
                "an integer >= 325 with hparams.both_teams=true (two cycles of both teams)")

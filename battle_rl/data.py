@@ -19,6 +19,7 @@ from torch.utils.data import IterableDataset
 
 from battle_rl.buffer import ReplayBuffer, TeamReplayBuffer
 from battle_rl.env import N_ACTIONS, OBS_SHAPE, BattleEnv, other
+from battle_rl.mean_field import mean_action
 from battle_rl.opponents import Opponent
 from battle_rl.sides import ACTION_MIRROR, mirror_obs_hwc
 
@@ -89,9 +90,12 @@ class RolloutDataset(IterableDataset):
         explore = self.rng.random(n) < eps
         if (explore | ~alive).all():
             return self.rng.integers(0, N_ACTIONS, n)
-        actions = self.learner.greedy(obs, alive & ~explore)
+        actions = self._greedy(obs, alive & ~explore)
         actions[explore] = self.rng.integers(0, N_ACTIONS, int(explore.sum()))
         return actions
+
+    def _greedy(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        return self.learner.greedy(obs, alive)
 
     def _stored(self, per_team: dict, obs: bool = False, action: bool = False) -> np.ndarray:
         """The rows the replay buffer gets: the learner's team, and with ``both_teams`` the
@@ -235,6 +239,28 @@ class TeamRolloutDataset(RolloutDataset):
                                   team_reward=team_reward, seed=seed)
         super().__init__(env=env, opponent=opponent, learner=learner, buffer=buffer,
                          batch_size=batch_size, epsilon=epsilon, seed=seed, **kwargs)
+
+
+class MeanFieldRolloutDataset(RolloutDataset):
+    """The rollout stream for MF-Q: the learner's greedy actions also get the mean action of
+    its team at the previous cycle (zeros at an episode's first cycle), and the buffer (a
+    :class:`~battle_rl.buffer.MeanActionReplayBuffer`) stores it with every row.
+
+    Exploration is epsilon-greedy as for DQN; the mean action counts every agent that acted,
+    exploring or not (it is what the team did).
+    """
+
+    def _start_episode(self) -> None:
+        self.last_mean = None
+        super()._start_episode()
+
+    def _greedy(self, obs, alive):
+        return self.learner.greedy(obs, alive, self.last_mean)
+
+    def _learner_actions(self, obs, alive):
+        actions = super()._learner_actions(obs, alive)
+        self.last_mean = mean_action(actions, alive)
+        return actions
 
 
 # -- on-policy rollouts (PPO) -----------------------------------------------------------------

@@ -3,7 +3,8 @@
 Blue is the evaluated policy (a network, or any opponent-like policy: the tournament seats
 scripted, random and mirrored agents there too), red an opponent. Several environments run side
 by side; at every cycle each team makes *one* forward pass over the observations of all its
-live agents in all running games. Kills follow the course's rule (a reward above 4.5), the verdict needs a margin
+live agents in all running games (an MF-Q policy also gets each agent's mean action: its
+team's actions in that game at the previous cycle). Kills follow the course's rule (a reward above 4.5), the verdict needs a margin
 of 5 kills, rewards are summed per team and divided by the team size (81).
 """
 
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from battle_rl.env import DEFAULT_REWARD, OBS_SHAPE, BattleEnv, winner
+from battle_rl.env import DEFAULT_REWARD, N_ACTIONS, OBS_SHAPE, BattleEnv, winner
+from battle_rl.mean_field import mean_action
 from battle_rl.opponents import NetOpponent, Opponent
 from battle_rl.plot import plot_table
 
@@ -117,7 +119,8 @@ class Evaluator:
             running[i] = {"seed": game_seed, "red": red.for_game(game_seed),
                           "blue": blue.for_game(game_seed + BLUE_STREAM),
                           "reward": {"red": 0.0, "blue": 0.0}, "kills": {"red": 0, "blue": 0},
-                          "agent_steps": 0}
+                          # each team's mean action at the previous cycle (for MF-Q policies)
+                          "mean": {"red": None, "blue": None}, "agent_steps": 0}
 
         for i in range(len(envs)):
             if todo:
@@ -128,7 +131,10 @@ class Evaluator:
             acts = {}
             for team, policy in (("blue", blue), ("red", red)):
                 if policy.stateless:  # one forward for the live agents of this team in all games
-                    acts[team] = self._act_live(policy, [obs[i][team] for i in ids], alive[team])
+                    means = ([running[i]["mean"][team] for i in ids] if policy.uses_mean_action
+                             else None)
+                    acts[team] = self._act_live(policy, [obs[i][team] for i in ids], alive[team],
+                                                means)
                 else:
                     acts[team] = [running[i][team].act(obs[i][team], alive[team][k])
                                   for k, i in enumerate(ids)]
@@ -136,6 +142,9 @@ class Evaluator:
                 step = envs[i].step({"blue": acts["blue"][k], "red": acts["red"][k]})
                 game = running[i]
                 game["agent_steps"] += int(alive["blue"][k].sum() + alive["red"][k].sum())
+                for t, policy in (("blue", blue), ("red", red)):
+                    if policy.uses_mean_action:
+                        game["mean"][t] = mean_action(acts[t][k], alive[t][k])
                 for t in ("red", "blue"):
                     game["reward"][t] += float(step.reward[t].sum())
                     game["kills"][t] += step.kills[t]
@@ -157,16 +166,24 @@ class Evaluator:
         return sorted(results, key=lambda r: r.seed)
 
     @staticmethod
-    def _act_live(policy: Opponent, team_obs: list[np.ndarray], alive: list[np.ndarray]
-                  ) -> list[np.ndarray]:
+    def _act_live(policy: Opponent, team_obs: list[np.ndarray], alive: list[np.ndarray],
+                  means: list[np.ndarray | None] | None = None) -> list[np.ndarray]:
         """Actions by slot for every game, from one call over the live agents of all games:
-        their rows are gathered once (dead slots are neither copied nor evaluated)."""
+        their rows are gathered once (dead slots are neither copied nor evaluated).
+        ``means``: each game's mean action of the team (None: the game's first cycle), for
+        policies that use it; every live agent of a game gets its game's."""
         rows = [np.flatnonzero(a) for a in alive]
         bounds = np.cumsum([0] + [len(r) for r in rows])
         live = np.empty((bounds[-1], *OBS_SHAPE), np.float32)
         for k, r in enumerate(rows):
             np.take(team_obs[k], r, axis=0, out=live[bounds[k]:bounds[k + 1]])
-        chosen = policy.act_rows(live, np.concatenate(rows)) if len(live) else []
+        rows_mean = None
+        if means is not None:
+            rows_mean = np.zeros((len(live), N_ACTIONS), np.float32)
+            for k, m in enumerate(means):
+                if m is not None:
+                    rows_mean[bounds[k]:bounds[k + 1]] = m
+        chosen = policy.act_rows(live, np.concatenate(rows), rows_mean) if len(live) else []
         acts = [np.zeros(len(a), np.int64) for a in alive]
         for k, r in enumerate(rows):
             acts[k][r] = chosen[bounds[k]:bounds[k + 1]]

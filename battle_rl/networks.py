@@ -24,14 +24,16 @@ IN_CHANNELS, VIEW = OBS_SHAPE[2], OBS_SHAPE[0]
 from battle_rl.errors import PolicyLoadError  # noqa: E402,F401 (re-exported)
 
 
-def trunk_layers(conv_channels, hidden) -> tuple[list[nn.Module], list[nn.Module], int]:
+def trunk_layers(conv_channels, hidden, extra_inputs: int = 0
+                 ) -> tuple[list[nn.Module], list[nn.Module], int]:
     """The seed's trunk as layer lists: 3x3 convolutions (no padding) + ReLU, then fully
-    connected + ReLU layers over the flattened result; also the width of the last one."""
+    connected + ReLU layers over the flattened result (and ``extra_inputs`` more values joined
+    to it: MF-Q's mean action); also the width of the last one."""
     convs, c, size = [], IN_CHANNELS, VIEW
     for out in conv_channels:
         convs += [nn.Conv2d(c, out, 3), nn.ReLU(inplace=True)]
         c, size = out, size - 2
-    mlp, width = [], c * size * size
+    mlp, width = [], c * size * size + extra_inputs
     for h in hidden:
         mlp += [nn.Linear(width, h), nn.ReLU(inplace=True)]
         width = h
@@ -215,12 +217,13 @@ def net_device(net: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def q_values(net: nn.Module, obs_hwc: np.ndarray, agent_ids: np.ndarray | None = None
-             ) -> torch.Tensor:
+def q_values(net: nn.Module, obs_hwc: np.ndarray, agent_ids: np.ndarray | None = None,
+             mean_action: np.ndarray | None = None) -> torch.Tensor:
     """Action values for a batch of HWC observations, (N, 13, 13, 5) -> (N, 21), one forward.
 
     ``agent_ids`` (N,) are passed as the second argument to networks that declare
-    ``uses_agent_id`` (the agent network of VDN/QMIX); other networks get one argument.
+    ``uses_agent_id`` (the agent network of VDN/QMIX), ``mean_action`` (N, 21) to networks
+    that declare ``uses_mean_action`` (MF-Q); other networks get one argument.
     """
     # a contiguous NCHW copy: the forward, copy included, is about 15% faster on it than on
     # the channels-last view a bare permute gives (oneDNN picks other kernels), same values
@@ -228,19 +231,24 @@ def q_values(net: nn.Module, obs_hwc: np.ndarray, agent_ids: np.ndarray | None =
     with torch.inference_mode():
         if agent_ids is not None and getattr(net, "uses_agent_id", False):
             return net(x, torch.from_numpy(np.asarray(agent_ids, np.int64)).to(x.device))
+        if mean_action is not None and getattr(net, "uses_mean_action", False):
+            return net(x, torch.from_numpy(np.asarray(mean_action, np.float32)).to(x.device))
         return net(x)
 
 
 def greedy_actions(net: nn.Module, obs_hwc: np.ndarray, alive: np.ndarray,
-                   agent_ids: np.ndarray | None = None) -> np.ndarray:
+                   agent_ids: np.ndarray | None = None, mean_action: np.ndarray | None = None
+                   ) -> np.ndarray:
     """argmax actions for the alive slots (one batched forward); 0 for dead slots.
 
-    ``agent_ids`` (N,): each row's agent index (its slot), for networks that use it.
+    ``agent_ids`` (N,): each row's agent index (its slot), for networks that use it;
+    ``mean_action`` (N, 21): each row's mean action, for MF-Q networks.
     """
     if alive.all():  # no gathering copy
-        return q_values(net, obs_hwc, agent_ids).argmax(1).cpu().numpy()
+        return q_values(net, obs_hwc, agent_ids, mean_action).argmax(1).cpu().numpy()
     actions = np.zeros(len(obs_hwc), np.int64)
     if alive.any():
         ids = None if agent_ids is None else np.asarray(agent_ids)[alive]
-        actions[alive] = q_values(net, obs_hwc[alive], ids).argmax(1).cpu().numpy()
+        mean = None if mean_action is None else np.asarray(mean_action)[alive]
+        actions[alive] = q_values(net, obs_hwc[alive], ids, mean).argmax(1).cpu().numpy()
     return actions

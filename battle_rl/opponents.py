@@ -17,6 +17,7 @@ from torch import nn
 from battle_rl.config import OPPONENT_NAMES, SELF_PLAY_SAMPLING
 from battle_rl.env import N_ACTIONS, OBS_SHAPE, TEAM_SIZE, winner
 from battle_rl.errors import ConfigError
+from battle_rl.mean_field import mean_action, rows_mean_action
 from battle_rl.networks import greedy_actions, load_course_net, load_policy, q_values
 from battle_rl.sides import ACTION_MIRROR, ATTACKS, MOVES, Mirrored, mirror_obs_hwc
 
@@ -31,14 +32,19 @@ class Opponent:
     name = "opponent"
     # True: act() depends on the observations only, so one call may serve many games at once
     stateless = False
+    # True: act_rows() also wants each row's mean action (MF-Q networks), which the batched
+    # evaluator computes from the previous cycle's actions of each game's team
+    uses_mean_action = False
 
     def act(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def act_rows(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    def act_rows(self, obs: np.ndarray, slots: np.ndarray,
+                 mean_action: np.ndarray | None = None) -> np.ndarray:
         """Actions of live agents only: ``obs`` holds just their rows, ``slots`` their slot
         indices (the batched evaluator gathers the live agents of many games this way). Only
-        for ``stateless`` policies, whose action for an agent depends on its row alone."""
+        for ``stateless`` policies, whose action for an agent depends on its row alone (and,
+        with ``uses_mean_action``, on its row of ``mean_action`` (N, 21))."""
         return self.act(obs, np.ones(len(obs), bool))
 
     def new_episode(self) -> None:
@@ -81,20 +87,33 @@ class RandomOpponent(Opponent):
 
 class NetOpponent(Opponent):
     """Greedy actions of a Q-network (one forward for the whole team). The network is used
-    as given (pass it in eval mode): the evaluator wraps the learner's own network."""
+    as given (pass it in eval mode): the evaluator wraps the learner's own network.
+
+    An MF-Q network (``uses_mean_action``) gets the mean action of the team's previous
+    cycle: ``act`` (one game, a team per call: training rollouts, videos) remembers its own
+    last actions until ``new_episode``; the batched evaluator hands it to ``act_rows``."""
 
     stateless = True
 
     def __init__(self, net: nn.Module, name: str):
         self.net, self.name = net, name
+        self.uses_mean_action = bool(getattr(net, "uses_mean_action", False))
+        self.last_mean = None  # the team's mean action at the previous cycle (MF-Q)
+
+    def new_episode(self):
+        self.last_mean = None
 
     def act(self, obs, alive):
         # observations come in whole teams (one block of TEAM_SIZE slots per game): the slot
         # index is the agent id for networks with an agent-id embedding (VDN/QMIX)
-        return greedy_actions(self.net, obs, alive, np.arange(len(obs)) % TEAM_SIZE)
+        mean = rows_mean_action(self.last_mean, len(obs)) if self.uses_mean_action else None
+        actions = greedy_actions(self.net, obs, alive, np.arange(len(obs)) % TEAM_SIZE, mean)
+        if self.uses_mean_action:
+            self.last_mean = mean_action(actions, alive)
+        return actions
 
-    def act_rows(self, obs, slots):
-        return q_values(self.net, obs, slots).argmax(1).cpu().numpy()
+    def act_rows(self, obs, slots, mean_action=None):
+        return q_values(self.net, obs, slots, mean_action).argmax(1).cpu().numpy()
 
 
 class ScriptedOpponent(Opponent):
@@ -215,12 +234,15 @@ class MirroredOpponent(Opponent):
 
     def __init__(self, inner: Opponent):
         self.inner, self.name, self.stateless = inner, inner.name, inner.stateless
+        self.uses_mean_action = inner.uses_mean_action
 
     def act(self, obs, alive):
         return _MIRROR[self.inner.act(np.ascontiguousarray(mirror_obs_hwc(obs)), alive)]
 
-    def act_rows(self, obs, slots):
-        return _MIRROR[self.inner.act_rows(np.ascontiguousarray(mirror_obs_hwc(obs)), slots)]
+    def act_rows(self, obs, slots, mean_action=None):
+        mirrored = None if mean_action is None else mean_action[:, _MIRROR]
+        return _MIRROR[self.inner.act_rows(np.ascontiguousarray(mirror_obs_hwc(obs)), slots,
+                                           mirrored)]
 
     def new_episode(self):
         self.inner.new_episode()
@@ -272,6 +294,7 @@ class SelfPlayPool(Opponent):
         self.learner: nn.Module | None = None
         self.snapshots: list[Snapshot] = []
         self.current: Snapshot | None = None
+        self.last_mean = None  # red's mean action at the previous cycle (MF-Q snapshots)
 
     def bind(self, net: nn.Module) -> "SelfPlayPool":
         self.learner = net
@@ -299,6 +322,7 @@ class SelfPlayPool(Opponent):
         return w / w.sum()
 
     def new_episode(self):
+        self.last_mean = None
         if not self.snapshots:
             self.current = None
             return
@@ -314,7 +338,12 @@ class SelfPlayPool(Opponent):
     def act(self, obs, alive):
         if self.current is None:
             return self.random.act(obs, alive)
-        return greedy_actions(self.current.net, obs, alive)
+        if not self.current.net.uses_mean_action:
+            return greedy_actions(self.current.net, obs, alive)
+        actions = greedy_actions(self.current.net, obs, alive,
+                                 mean_action=rows_mean_action(self.last_mean, len(obs)))
+        self.last_mean = mean_action(actions, alive)
+        return actions
 
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state, "random": self.random.state_dict(),

@@ -10,6 +10,8 @@ engine in ``tests/test_sides.py``).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -40,13 +42,22 @@ class Mirrored(nn.Module):
     """A Q-network seen through the mirror: (N, 5, 13, 13) -> (N, 21) for the other side.
 
     Q'(o)[a] = Q(flip(o))[mirror(a)], so ``argmax`` of the result is the mirrored action.
+    An MF-Q network (``uses_mean_action``) also gets the mean action (N, 21) mirrored: the
+    share of action a on this side is the share of mirror(a) on the network's side.
     It is TorchScript-able and exports like any policy.
     """
+
+    __constants__ = ["uses_mean_action"]  # TorchScript compiles only the branch taken
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
+        self.uses_mean_action = bool(getattr(net, "uses_mean_action", False))
         self.register_buffer("mirror", torch.tensor(ACTION_MIRROR), persistent=False)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, mean_action: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        if self.uses_mean_action:
+            mirrored = None if mean_action is None else mean_action.index_select(1, self.mirror)
+            return self.net(obs.flip(3), mirrored).index_select(1, self.mirror)
         return self.net(obs.flip(3)).index_select(1, self.mirror)

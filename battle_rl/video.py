@@ -20,6 +20,7 @@ from torch import nn
 
 from battle_rl.config import ConfigError
 from battle_rl.env import DEFAULT_REWARD, TEAMS, BattleEnv
+from battle_rl.mean_field import mean_action, rows_mean_action
 from battle_rl.networks import greedy_actions
 from battle_rl.opponents import Opponent
 
@@ -81,14 +82,18 @@ def play_frames(blue: nn.Module, red: Opponent, max_cycles: int = 300, seed: int
     try:
         red.new_episode()
         obs = env.reset(seed=seed)
+        blue_mean = None
         while True:
             if done or env.cycle % stride == 0:
                 yield env.render(), Score(env.cycle, max_cycles, dict(kills), standing(env), names)
             if done:
                 return
             alive = env.alive
-            step = env.step({"blue": greedy_actions(blue, obs["blue"], alive["blue"]),
-                             "red": red.act(obs["red"], alive["red"])})
+            # an MF-Q blue gets its team's mean action of the previous cycle
+            mean = rows_mean_action(blue_mean, len(obs["blue"]))
+            blue_acts = greedy_actions(blue, obs["blue"], alive["blue"], mean_action=mean)
+            blue_mean = mean_action(blue_acts, alive["blue"])
+            step = env.step({"blue": blue_acts, "red": red.act(obs["red"], alive["red"])})
             obs, done = step.obs, step.done
             for t in TEAMS:
                 kills[t] += step.kills[t]

@@ -1,4 +1,4 @@
-"""DDQN, VDN, QMIX, IPPO, MAPPO: win rates against the three course opponents over training time.
+"""DDQN, MF-Q, VDN, QMIX, IPPO, MAPPO: win rates against the three course opponents over training time.
 
 Every (algorithm, seed) trains through ``train.py`` with the same training-time budget
 (``eval.max_train_seconds``: evaluation time excluded), evaluating every few updates during
@@ -6,7 +6,7 @@ training (``eval_history.jsonl``: ``eval/train_seconds`` and ``eval/win_rate/*``
 the final Table I (30 games per opponent, ``eval.json``) with the policy it keeps. Early stop
 stays on (two evaluations in a row at 10/10 against everyone), so a solved run ends early.
 
-    python benchmarks/algos.py                          # 5 algorithms x 3 seeds, 300 s each
+    python benchmarks/algos.py                          # 6 algorithms x 3 seeds, 300 s each
     python benchmarks/algos.py --budget 120 --seeds 0   # a quick look
     python benchmarks/algos.py --algos qmix --extra qmix:hparams.lr=3e-4
     python benchmarks/algos.py --algos vdn --keep       # re-run VDN, keep the other results
@@ -119,7 +119,7 @@ def write_report(out: Path, name: str, metas: list[dict], records: list[dict], b
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--algos", nargs="+", default=["ddqn", "vdn", "qmix", "ippo", "mappo"])
+    p.add_argument("--algos", nargs="+", default=["ddqn", "mfq", "vdn", "qmix", "ippo", "mappo"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--budget", type=float, default=300, help="training seconds per run")
     p.add_argument("--final-episodes", type=int, default=30)
@@ -159,7 +159,7 @@ def main() -> None:
             done = {(r["algo"], r["seed"]) for r in records}
             records = [r for r in old["runs"] if (r["algo"], r["seed"]) not in done] + records
             metas = old["meta"] + metas
-    order = {a: i for i, a in enumerate(["ddqn", "dqn", "vdn", "qmix", "ippo", "mappo"])}
+    order = {a: i for i, a in enumerate(["ddqn", "dqn", "mfq", "vdn", "qmix", "ippo", "mappo"])}
     records.sort(key=lambda r: (order.get(r["algo"], 9), r["algo"], r["seed"]))
     path.write_text(json.dumps({"meta": metas, "runs": records}, indent=1))
     write_report(out, args.name, metas, records, args.budget)

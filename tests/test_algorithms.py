@@ -15,9 +15,10 @@ import torch
 from omegaconf import open_dict
 
 from battle_rl.config import ConfigError, compose_overrides, validate_train
-from battle_rl.evaluation import evaluate
+from battle_rl.evaluation import Evaluator, evaluate
 from battle_rl.networks import load_policy
-from battle_rl.opponents import RandomOpponent
+from battle_rl.opponents import NetOpponent, RandomOpponent
+from battle_rl.sides import Mirrored
 
 ALGOS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "algo")
                .glob("*.yaml") if not p.stem.startswith("_"))
@@ -62,7 +63,12 @@ def tiny_run(request, tmp_path_factory):
 
 
 def test_every_algorithm_is_found():
-    assert {"ddqn", "dqn", "vdn", "qmix", "ippo", "mappo"} <= set(ALGOS)
+    from battle_rl.algos import ALGORITHMS
+
+    assert {"ddqn", "dqn", "mfq", "vdn", "qmix", "ippo", "mappo"} <= set(ALGOS)
+    for algo in ALGOS:
+        cfg = compose_overrides("config", [f"algo={algo}"])
+        assert cfg.algo.name in ALGORITHMS, f"conf/algo/{algo}.yaml: name {cfg.algo.name}"
 
 
 def test_tiny_run_exports_a_policy(tiny_run):
@@ -78,13 +84,18 @@ def test_tiny_run_exports_a_policy(tiny_run):
 
 
 def test_policy_and_checkpoint_evaluate_alike(tiny_run):
-    """The exported policy and the checkpoint's network play the same games."""
+    """The exported policy and the checkpoint's network play the same games, on both sides
+    (red through the mirror)."""
     algo, run_dir, _ = tiny_run
-    tables = [evaluate(load_policy(run_dir / f), {"random": RandomOpponent(0)}, episodes=2,
-                       seed=3, max_cycles=15, n_envs=2)
-              for f in ("policy.pt", "checkpoints/last.ckpt")]
+    nets = [load_policy(run_dir / f) for f in ("policy.pt", "checkpoints/last.ckpt")]
+    tables = [evaluate(net, {"random": RandomOpponent(0)}, episodes=2, seed=3, max_cycles=15,
+                       n_envs=2) for net in nets]
     assert tables[0] == tables[1]
     assert tables[0]["random"]["episodes"] == 2
+    as_red = [[(r.blue_kills, r.red_kills, r.cycles) for r in Evaluator(max_cycles=15, n_envs=2)
+               .play(RandomOpponent(0), NetOpponent(Mirrored(net).eval(), algo), 2, seed=3)]
+              for net in nets]
+    assert as_red[0] == as_red[1] and [c for _, _, c in as_red[0]] == [15, 15]
 
 
 def test_resume_continues_step_and_rollout_counters(tiny_run, tmp_path):
@@ -100,10 +111,11 @@ def test_resume_continues_step_and_rollout_counters(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_bad_input_is_one_line_before_anything_runs(algo):
-    cfg = compose_overrides("config", [f"algo={algo}", "hparams.lr=-1"])
-    with pytest.raises(ConfigError, match=r"^hparams.lr=-1 is not allowed") as e:
-        validate_train(cfg)
-    assert "\n" not in str(e.value)
+    for override in ("hparams.lr=-1", "hparams.gamma=1.5"):
+        cfg = compose_overrides("config", [f"algo={algo}", override])
+        with pytest.raises(ConfigError, match=f"^{override} is not allowed") as e:
+            validate_train(cfg)
+        assert "\n" not in str(e.value)
     # hyperparameters of the other family (replay vs on-policy) are refused by name
     other = "fast" if "rollout_cycles" in cfg.hparams else "ppo"
     with pytest.raises(ConfigError, match=f"algo={cfg.algo.name}") as e:

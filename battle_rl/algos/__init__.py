@@ -3,9 +3,11 @@
 A learner module has:
 - ``make_dataset(env, opponent, hparams, seed)``: the rollout stream (and replay storage) it
   learns from; the training task hands it to Lightning as the train loader;
-- ``greedy(obs, alive) -> actions``: batched greedy actions for a team (rollouts, evaluation);
+- ``greedy(obs, alive) -> actions``: batched greedy actions for a team (rollouts, evaluation;
+  MF-Q's also takes the team's mean action);
 - ``policy_net()``: the network exported as ``policy.pt`` ((N, 5, 13, 13) -> (N, 21): action
-  values, or a policy's logits; greedy play takes the argmax either way);
+  values, or a policy's logits; greedy play takes the argmax either way; VDN/QMIX and MF-Q
+  networks take an optional second input, see ``networks.q_values``);
 - ``start_from(state_dict)``: that network, and its target, set to given weights
   (``init_from=``: fine-tuning a trained policy);
 - ``policy_from_checkpoint(ckpt)`` (classmethod): that network rebuilt from a Lightning
@@ -25,6 +27,7 @@ import torch
 ALGORITHMS = {
     "ddqn": "battle_rl.algos.ddqn:DQN",
     "dqn": "battle_rl.algos.ddqn:DQN",
+    "mfq": "battle_rl.algos.mfq:MFQ",
     "qmix": "battle_rl.algos.qmix:QMIX",
     "vdn": "battle_rl.algos.qmix:QMIX",
     "ippo": "battle_rl.algos.ppo:PPO",

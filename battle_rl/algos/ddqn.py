@@ -41,6 +41,8 @@ def td_target(
 
 
 class DQN(pl.LightningModule):
+    build_network = staticmethod(build_q_network)  # network config -> the Q-network
+
     def __init__(
         self,
         name: str = "ddqn",
@@ -54,7 +56,7 @@ class DQN(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.q_net = build_q_network(network or {})
+        self.q_net = self.build_network(network or {})
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.rollout = None  # the RolloutDataset feeding this module, for logging its counters
 
@@ -80,7 +82,7 @@ class DQN(pl.LightningModule):
 
     @classmethod
     def policy_from_checkpoint(cls, ckpt: dict) -> torch.nn.Module:
-        net = build_q_network(ckpt["hyper_parameters"]["network"])
+        net = cls.build_network(ckpt["hyper_parameters"]["network"])
         prefix = "q_net."
         net.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items()
                              if k.startswith(prefix)})
