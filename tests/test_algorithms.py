@@ -95,3 +95,15 @@ def test_every_algorithm_is_registered():
     for algo in ALGOS:
         cfg = compose_overrides("config", [f"algo={algo}"])
         assert cfg.algo.name in ALGORITHMS, f"conf/algo/{algo}.yaml: name {cfg.algo.name}"
+
+
+def test_equal_budget_rejects_an_unknown_algorithm_before_training(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("equal_budget",
+                                                  ROOT / "benchmarks" / "equal_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--algos", "ddqn", "nope", "--minutes", "1"]) == 2
+    assert "algo='nope' is not an option" in capsys.readouterr().err
+    assert module.duration(3725) == "00:01:02:05"
