@@ -15,7 +15,7 @@ Any ``algo=`` name of ``conf/algo/`` works (those added later too): each run is
 ``python train.py algo=NAME`` with that algorithm's own defaults. Writes
 ``benchmarks/results/equal_budget-<minutes>min.json`` (training facts, ratings, head to head,
 every game) and ``.md`` (the tables and the command), and keeps the runs and the tournament's
-own files under ``benchmarks/results/equal_budget-<minutes>min/``.
+own files under ``benchmarks/results/runs/equal_budget-<minutes>min/``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def relative(path: Path) -> str:
+    """A path as the results files keep it: relative to the project root."""
+    return os.path.relpath(path, ROOT)
 
 
 def duration(seconds: int) -> str:
@@ -53,7 +58,7 @@ def train_one(algo: str, seed: int, seconds: int, run_dir: Path, threads: int,
     record = {"algo": algo, "seed": seed, "name": f"{algo}-s{seed}",
               "command": "python train.py " + " ".join(overrides),
               "wall_seconds": round(time.perf_counter() - t0, 1),
-              "returncode": proc.returncode, "policy": str(run_dir / "policy.pt")}
+              "returncode": proc.returncode, "policy": relative(run_dir / "policy.pt")}
     if proc.returncode != 0:
         record["error"] = proc.stderr[-2000:]
         return record
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
              for a in args.algos}
     stem = f"equal_budget-{args.minutes:g}min"
     out = Path(args.out)
-    work = out / stem
+    work = out / "runs" / stem  # runs and the tournament's own files (not committed)
     jobs = [(a, s) for a in args.algos for s in args.seeds]
 
     def job(j):
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = work / "runs" / f"{algo}-s{seed}"
         if args.tournament_only:
             return {"algo": algo, "seed": seed, "name": f"{algo}-s{seed}", "returncode": 0,
-                    "policy": str(run_dir / "policy.pt"), "wall_seconds": None,
+                    "policy": relative(run_dir / "policy.pt"), "wall_seconds": None,
                     **run_facts(run_dir)}
         print(f"training {algo} seed {seed} for {seconds} s", flush=True)
         return train_one(algo, seed, seconds, run_dir, args.threads, extra[algo])
@@ -153,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     from battle_rl import tournament
 
     torch.set_num_threads(args.threads)
-    agents = [f"{r['name']}={r['policy']}" for r in runs if not r["returncode"]] + args.guests
+    agents = [f"{r['name']}={ROOT / r['policy']}" for r in runs if not r["returncode"]]
+    agents += args.guests
     opponents_dir = os.environ.get("BATTLE_RL_OPPONENTS_DIR",
                                    str(ROOT.parent / "shared" / "opponents"))
     summary = tournament.run(agents, work / "tournament", episodes=args.episodes,

@@ -20,8 +20,9 @@ from battle_rl.networks import load_policy
 from battle_rl.opponents import NetOpponent, RandomOpponent
 from battle_rl.sides import Mirrored
 
-ALGOS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "algo")
-               .glob("*.yaml") if not p.stem.startswith("_"))
+ROOT = Path(__file__).resolve().parent.parent
+ALGOS = sorted(p.stem for p in (ROOT / "conf" / "algo").glob("*.yaml")
+               if not p.stem.startswith("_"))
 
 # tiny settings for any learner; each run takes those whose key its configuration has
 TINY = {
@@ -121,3 +122,15 @@ def test_bad_input_is_one_line_before_anything_runs(algo):
     with pytest.raises(ConfigError, match=f"algo={cfg.algo.name}") as e:
         validate_train(compose_overrides("config", [f"algo={algo}", f"hparams={other}"]))
     assert "\n" not in str(e.value)
+
+
+def test_equal_budget_rejects_an_unknown_algorithm_before_training(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("equal_budget",
+                                                  ROOT / "benchmarks" / "equal_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--algos", "ddqn", "nope", "--minutes", "1"]) == 2
+    assert "algo='nope' is not an option" in capsys.readouterr().err
+    assert module.duration(3725) == "00:01:02:05"
