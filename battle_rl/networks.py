@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from battle_rl.env import N_ACTIONS, OBS_SHAPE
+from battle_rl.safe_load import is_torchscript, torch_load
 
 IN_CHANNELS, VIEW = OBS_SHAPE[2], OBS_SHAPE[0]
 
@@ -103,7 +103,10 @@ def load_course_net(path: str | os.PathLike) -> CourseQNetwork:
     path = Path(path)
     if not path.is_file():
         raise PolicyLoadError(f"course opponent file not found: {path}")
-    state = _torch_load(path)
+    if is_torchscript(path):
+        raise PolicyLoadError(f"{path} is an exported policy (TorchScript), not a course network "
+                              f"(a state dict in the red.pt / red_final.pt format)")
+    state = torch_load(path)
     fmt = course_format(state) if isinstance(state, dict) else None
     if fmt is None:
         found = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__
@@ -123,22 +126,6 @@ def load_course_net(path: str | os.PathLike) -> CourseQNetwork:
 def _first_line(e: Exception) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return lines[1] if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
-
-
-def _torch_load(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # pickle, zip and EOF errors all mean the same to a user
-        raise PolicyLoadError(f"{path} is not a readable PyTorch file (corrupt or truncated?): "
-                              f"{_first_line(e)}") from None
-
-
-def is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as z:
-            return any(n.endswith("constants.pkl") for n in z.namelist())
-    except zipfile.BadZipFile:
-        return False
 
 
 def build_q_network(network_cfg: dict) -> nn.Module:
@@ -165,7 +152,7 @@ def load_policy(path: str | os.PathLike) -> nn.Module:
         except Exception as e:
             raise PolicyLoadError(f"{path} looks like TorchScript but cannot be loaded: "
                                   f"{_first_line(e)}") from None
-    state = _torch_load(path)
+    state = torch_load(path)
     if isinstance(state, dict) and "state_dict" in state and "hyper_parameters" in state:
         return q_network_from_checkpoint(state, path)
     if isinstance(state, dict) and course_format(state):

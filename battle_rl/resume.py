@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import numpy as np
 import torch
 import yaml
 
-from battle_rl.errors import ConfigError
+from battle_rl.errors import ConfigError, PolicyLoadError
+from battle_rl.safe_load import is_torchscript, torch_load
 
 REPLAY_FILE = "replay.npz"
+CODE_KEYS = re.compile(r"_(target|args|partial|convert|recursive)_")
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
@@ -34,13 +37,13 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
         path = ckpt
     if not path.is_file():
         raise ConfigError(f"resume={path}: no such file or directory")
-    from battle_rl.networks import PolicyLoadError, _torch_load, course_format, is_torchscript
+    from battle_rl.networks import course_format
 
     if is_torchscript(path):
         raise ConfigError(f"resume={path} is an exported policy (TorchScript), not a training "
                           f"checkpoint: resume from the run directory or checkpoints/last.ckpt")
     try:
-        ckpt = _torch_load(path)
+        ckpt = torch_load(path)
     except PolicyLoadError as e:
         raise ConfigError(f"resume: {e}") from None
     if isinstance(ckpt, dict) and course_format(ckpt):
@@ -67,6 +70,11 @@ def resume_argv(argv: list[str]) -> list[str]:
     saved = run_dir / ".hydra" / "overrides.yaml"
     original = yaml.safe_load(saved.read_text()) if saved.is_file() else []
     original = [o for o in original or [] if not o.startswith(("resume=", "hydra.run.dir="))]
+    for o in original:  # a run folder may come from anyone: it must not pick code to run
+        if o.lstrip("+~").startswith("hydra") or CODE_KEYS.search(o):
+            raise ConfigError(f"resume: {saved} holds the override {o!r}, which battle-rl does "
+                              f"not replay (Hydra settings and _target_-style keys can choose "
+                              f"code to run); delete that line if you trust the file")
     rest = [a for a in argv if not a.startswith("resume=")]
     new = [f"resume={ckpt.resolve()}"]
     if not any(a.startswith("hydra.run.dir=") for a in rest):
@@ -81,7 +89,7 @@ def resume_argv(argv: list[str]) -> list[str]:
 def check_compatible(ckpt_path: Path, module) -> int:
     """The checkpoint's algorithm and network must be this run's (says which differs);
     returns the checkpoint's step."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch_load(ckpt_path)
     saved, now = ckpt["hyper_parameters"], module.hparams
     for key in ("name", "network"):
         if key in saved and _plain(saved[key]) != _plain(now.get(key)):
@@ -104,7 +112,10 @@ def _plain(x):
 
 # -- RNG states ---------------------------------------------------------------------------
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Python, numpy and torch RNG states, in types the safe loader reads back (the numpy
+    key as a list of ints: an array would need numpy's unpickling)."""
+    kind, key, *rest = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (kind, key.tolist(), *rest),
             "torch": torch.get_rng_state()}
 
 
@@ -137,7 +148,7 @@ def load_replay(buffer, ckpt_dir: Path, step: int) -> bool:
     if not path.is_file():
         return False
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             state = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError) as e:
         raise ConfigError(f"{path} is unreadable ({e}); resume with checkpoint_buffer=false "

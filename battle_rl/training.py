@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate, to_absolute_path
 from omegaconf import DictConfig, open_dict
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from battle_rl.callbacks import EvalCallback, GracefulStop, ReplayCheckpoint, SelfPlaySnapshots
@@ -28,6 +29,7 @@ from battle_rl.opponents import (SHIPPED, check_opponent, command_line_opponents
                                  write_opponents_record)
 from battle_rl.plot import plot_table
 from battle_rl.resume import check_compatible, find_checkpoint, load_replay
+from battle_rl.safe_load import torch_load
 
 
 def opponents_dir(cfg: DictConfig) -> Path:
@@ -126,10 +128,21 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Path | None:
 
 def make_module(cfg: DictConfig):
     """The learner (a LightningModule) of ``cfg.algo`` with the run's hyperparameters: the
-    keys of ``cfg.hparams`` its class lists in ``HPARAMS`` (see battle_rl.algos)."""
+    keys of ``cfg.hparams`` its class lists in ``HPARAMS`` (see battle_rl.algos).
+
+    Plain dicts and lists, not omegaconf nodes: they are saved in checkpoints as
+    hyper-parameters, and the safe loader reads plain types only."""
     keys = getattr(get_class(cfg.algo._target_), "HPARAMS",
                    ("gamma", "lr", "tau", "weight_decay", "max_grad_norm"))
-    return instantiate(cfg.algo, **{k: cfg.hparams[k] for k in keys}, _recursive_=False)
+    return instantiate(cfg.algo, **{k: cfg.hparams[k] for k in keys}, _recursive_=False,
+                       _convert_="all")
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's own reading of the checkpoint to resume from, through the safe loader."""
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return torch_load(path)
 
 
 def build(cfg: DictConfig, run_dir: Path):
@@ -246,13 +259,12 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         if cfg.trainer.get("enable_progress_bar", True):
             callbacks.append(BattleProgressBar())
         trainer = pl.Trainer(**cfg.trainer, logger=loggers or False, callbacks=callbacks,
-                             default_root_dir=str(run_dir))
+                             default_root_dir=str(run_dir), plugins=[SafeCheckpointIO()])
         trainer.eval_callback = eval_cb
         loader = DataLoader(dataset, batch_size=None, num_workers=0)
         t0 = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader,
-                    ckpt_path=str(resume_from) if resume_from else None,
-                    weights_only=False)  # our own checkpoints hold numpy RNG states
+                    ckpt_path=str(resume_from) if resume_from else None)
         wall = time.perf_counter() - t0
         trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the state at the very end
 

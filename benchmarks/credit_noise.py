@@ -39,6 +39,7 @@ from battle_rl.buffer import TeamReplayBuffer  # noqa: E402
 from battle_rl.env import BattleEnv  # noqa: E402
 from battle_rl.networks import greedy_actions  # noqa: E402
 from battle_rl.opponents import make_opponent  # noqa: E402
+from battle_rl.safe_load import torch_load  # noqa: E402
 
 
 def fill(buffer, env, opponent, learner, episodes, eps, seed):
@@ -118,7 +119,7 @@ def main():
     models["qmix"].agent_net.load_state_dict(models["vdn"].agent_net.state_dict())
     models["qmix"].target_agent.load_state_dict(models["vdn"].target_agent.state_dict())
     for ckpt in args.checkpoint or []:  # a vdn and/or a qmix checkpoint: their weights
-        sd = torch.load(ckpt, map_location="cpu", weights_only=False)
+        sd = torch_load(ckpt)
         models[sd["hyper_parameters"]["mixer"]].load_state_dict(sd["state_dict"])
     env = BattleEnv(max_cycles=300, reward=dict(step_reward=0.01, attack_opponent_reward=2.0))
     buf = TeamReplayBuffer(300 * args.episodes + 10, state_fn=env.state, seed=args.seed)

@@ -172,7 +172,7 @@ def test_self_play_training_run_exports_snapshots_and_resumes(tmp_path):
     # resuming restores the pool (weights and records) and goes on adding to it
     r = run_script("train.py", f"resume={out}", "trainer.max_steps=40")
     assert r.returncode == 0, r.stderr[-3000:]
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     pool = ckpt["rollout"]["opponent"]["opponents"][1]  # the mix: random, self_play
     assert [s["step"] for s in pool["snapshots"]] == [10, 20, 30, 40]
     for snap, net in zip(pool["snapshots"], nets):

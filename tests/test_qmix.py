@@ -290,7 +290,7 @@ def test_tiny_run_exports_policy_that_evaluate_loads(tmp_path, algo, opponents_d
     assert r.returncode == 0, r.stderr[-3000:]
     policy = torch.jit.load(str(out / "policy.pt"))
     assert policy(torch.zeros(5, 5, 13, 13)).shape == (5, 21)  # one argument, like DDQN
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["name"] == algo
     results = evaluate_policy_and_checkpoint(out, tmp_path, max_cycles=20)
     assert set(results["policy"]) == set(results["ckpt"]) == {"random", "final"}
@@ -307,5 +307,5 @@ def test_training_time_budget_ends_a_run(tmp_path):
                    "eval.max_train_seconds=2", f"hydra.run.dir={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "policy.pt").is_file()
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert 0 < ckpt["global_step"] < 1000000

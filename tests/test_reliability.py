@@ -33,7 +33,7 @@ def wait_for_checkpoint(path, min_step: int, proc, timeout: float = 120) -> None
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         if path.is_file():
             try:
-                if torch.load(path, map_location="cpu", weights_only=False)["global_step"] >= min_step:
+                if torch.load(path, map_location="cpu", weights_only=True)["global_step"] >= min_step:
                     return
             except Exception:  # caught mid-write by our reader: try again
                 pass
@@ -50,7 +50,7 @@ def test_sigkill_then_resume_continues_from_last_checkpoint(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)  # no clean-up of any kind
         proc.wait()
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     step = saved["global_step"]
     rollout = saved["rollout"]
     from battle_rl.data import EpsilonSchedule
@@ -68,7 +68,7 @@ def test_sigkill_then_resume_continues_from_last_checkpoint(tmp_path):
     assert int(m.group(1)) == step
     assert float(m.group(2)) == pytest.approx(eps, abs=1e-6)
     assert int(m.group(3)) == buffered
-    final = torch.load(ckpt, map_location="cpu", weights_only=False)
+    final = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert final["global_step"] == step + 30
     assert final["rollout"]["cycles"] > rollout["cycles"]
     assert r.stdout.strip().splitlines()[-1] == str(run / "policy.pt")
@@ -90,7 +90,7 @@ def test_ctrl_c_stops_cleanly_and_saves(tmp_path):
     assert "Traceback" not in err
     assert out.strip().splitlines()[-1] == str(run / "policy.pt")
     torch.jit.load(str(run / "policy.pt"))
-    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] >= 25
 
 

@@ -92,5 +92,5 @@ def test_max_time_budget_ends_cleanly_with_best_policy(tmp_path):
     assert r.stdout.strip().splitlines()[-1] == str(out / "policy.pt")
     assert "Time limit reached" in (out / "train.log").read_text()  # stopped by the budget
     assert (out / "eval_history.jsonl").read_text().splitlines()  # evaluations ran
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] > 10
