@@ -67,10 +67,9 @@ def train_one(algo: str, seed: int, seconds: int, run_dir: Path, threads: int,
 
 def run_facts(run_dir: Path) -> dict:
     """Updates, episodes and cycles of a finished run, from its last checkpoint."""
-    import torch
+    from battle_rl.safe_load import torch_load
 
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=False)
+    ckpt = torch_load(run_dir / "checkpoints" / "last.ckpt")
     rollout = ckpt.get("rollout") or {}
     return {"updates": ckpt["global_step"], "episodes": rollout.get("episodes"),
             "cycles": rollout.get("cycles")}

@@ -18,6 +18,7 @@ from battle_rl.config import ConfigError, compose_overrides, validate_train
 from battle_rl.evaluation import Evaluator, evaluate
 from battle_rl.networks import load_policy
 from battle_rl.opponents import NetOpponent, RandomOpponent
+from battle_rl.safe_load import torch_load
 from battle_rl.sides import Mirrored
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,8 +79,7 @@ def test_tiny_run_exports_a_policy(tiny_run):
     policy = torch.jit.load(str(run_dir / "policy.pt"))
     out = policy(torch.rand(7, 5, 13, 13))  # one argument, whatever the learner
     assert out.shape == (7, 21) and torch.isfinite(out).all()
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=False)
+    ckpt = torch_load(run_dir / "checkpoints" / "last.ckpt")  # the safe loader reads it
     assert ckpt["hyper_parameters"]["name"] == algo and ckpt["global_step"] == 12
     assert "rollout/cycles" in (run_dir / "csv" / "metrics.csv").read_text()
 
@@ -102,9 +102,9 @@ def test_policy_and_checkpoint_evaluate_alike(tiny_run):
 def test_resume_continues_step_and_rollout_counters(tiny_run, tmp_path):
     algo, run_dir, _ = tiny_run
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    before = torch.load(ckpt, map_location="cpu", weights_only=False)
+    before = torch_load(ckpt)
     summary = tiny_train(algo, run_dir, **{"resume": str(ckpt), "trainer.max_steps": 16})
-    after = torch.load(ckpt, map_location="cpu", weights_only=False)
+    after = torch_load(ckpt)
     assert summary["steps"] == after["global_step"] == 16
     assert after["rollout"]["cycles"] >= before["rollout"]["cycles"]
     assert after["rollout"]["episodes"] >= before["rollout"]["episodes"]
