@@ -197,7 +197,7 @@ class PassiveOpponent(Opponent):
     def act(self, obs, alive):
         return self.act_rows(obs, np.arange(len(obs)))
 
-    def act_rows(self, obs, slots):
+    def act_rows(self, obs, slots, mean_action=None):
         enemy, ally, wall = obs[..., 3] > 0, obs[..., 1] > 0, obs[..., 0] > 0
         # which corner: a wall in view above or below, else the side of the visible allies
         wall_rows = wall.sum(2) > OBS_SHAPE[1] // 2  # (n, 13): a horizontal wall in that row

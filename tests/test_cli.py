@@ -96,7 +96,8 @@ def test_hydra_flags_train(configs, tmp_path):
     assert bad.splitlines() == ["error: hparams.tau=7 is not allowed: tau must be in (0, 1]",
                                 "=== exit 2"]
     assert multi.splitlines() == [
-        "error: algo='nope' is not an option of 'algo' (choose from: ddqn, dqn, qmix, vdn)",
+        "error: algo='nope' is not an option of 'algo' (choose from: "
+        + ", ".join(sorted(p.stem for p in (ROOT / "conf" / "algo").glob("*.yaml"))) + ")",
         "=== exit 2"]
     assert trained.strip().splitlines()[-1] == str(run / "policy.pt")
     assert rerun.strip().splitlines()[-1] == str(run / "policy.pt")  # the same job again
@@ -232,4 +233,4 @@ def test_tournament_defaults_without_course_files(tmp_path):
     notes = [ln for ln in r.stdout.splitlines() if ln.startswith("note: left out")]
     assert len(notes) == 1 and "--opponents-dir FOLDER" in notes[0]
     agents = [a["name"] for a in json.loads((out / "results.json").read_text())["agents"]]
-    assert agents == ["champion", "scripted", "random"]
+    assert agents == ["champion", "scripted", "passive", "random"]
