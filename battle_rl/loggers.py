@@ -26,7 +26,7 @@ def wandb_key_available() -> bool:
 def check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test-{os.getpid()}"  # DDP ranks may probe at once
         probe.write_text("")
         probe.unlink()
     except OSError as e:
@@ -74,7 +74,8 @@ def run_tags(cfg: DictConfig, choices: dict) -> list[str]:
 def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = False):
     """The Lightning logger chosen by ``cfg.logger.name`` (wandb, csv or none).
 
-    A W&B run records its id in ``<run dir>/wandb_run_id``; a resumed run continues it.
+    A W&B run records its id in ``<run dir>/wandb_run_id`` (``start_wandb``); a resumed run
+    continues it.
     """
     lc = cfg.logger
     if lc.name == "none":
@@ -98,7 +99,7 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = 
     config["logger"]["group"] = group
     id_file = run_dir / "wandb_run_id"
     run_id = id_file.read_text().strip() if resuming and id_file.is_file() else None
-    logger = WandbLogger(
+    return WandbLogger(
         project=lc.project,
         id=run_id,
         resume="allow" if run_id else None,
@@ -111,8 +112,14 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = 
         config=config,
         settings=wandb.Settings(init_timeout=float(lc.get("init_timeout", 90))),
     )
-    id_file.write_text(logger.experiment.id)  # starts the run now: problems show at once
-    return logger
+
+
+def start_wandb(loggers: list, run_dir: Path) -> None:
+    """Start the W&B run now, so that problems show at once, and record its id in
+    ``<run dir>/wandb_run_id``. Under DDP call it on rank 0 only: one run is logged."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            (run_dir / "wandb_run_id").write_text(logger.experiment.id)
 
 
 def csv_logger(run_dir: Path, append: bool = False):

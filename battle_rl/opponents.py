@@ -52,6 +52,9 @@ class Opponent:
         not depend on which games run side by side)."""
         return self
 
+    def reseed(self, seed: int) -> None:
+        """A new random stream (each DDP rank its own, see ``battle_rl.distributed``)."""
+
     def state_dict(self) -> dict:
         """Random state, saved with checkpoints so a resumed run draws the same numbers."""
         return {}
@@ -71,6 +74,9 @@ class RandomOpponent(Opponent):
 
     def for_game(self, seed):
         return RandomOpponent(seed)
+
+    def reseed(self, seed):
+        self.rng = np.random.default_rng(seed)
 
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state}
@@ -167,6 +173,9 @@ class MirroredOpponent(Opponent):
     def for_game(self, seed):
         return MirroredOpponent(self.inner.for_game(seed))
 
+    def reseed(self, seed):
+        self.inner.reseed(seed)
+
     def state_dict(self):
         return self.inner.state_dict()
 
@@ -252,6 +261,10 @@ class SelfPlayPool(Opponent):
             return self.random.act(obs, alive)
         return greedy_actions(self.current.net, obs, alive)
 
+    def reseed(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.random.reseed(seed)
+
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state, "random": self.random.state_dict(),
                 "snapshots": [{"weights": s.net.net.state_dict(), "step": s.step,
@@ -291,6 +304,11 @@ class MixOpponent(Opponent):
 
     def act(self, obs, alive):
         return self.current.act(obs, alive)
+
+    def reseed(self, seed):
+        self.rng = np.random.default_rng(seed)
+        for o in self.opponents:
+            o.reseed(seed)
 
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state,

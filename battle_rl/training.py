@@ -14,18 +14,21 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from battle_rl.callbacks import EvalCallback, GracefulStop, ReplayCheckpoint, SelfPlaySnapshots
+from battle_rl.callbacks import (EvalCallback, GracefulStop, ReplayCheckpoint, SelfPlaySnapshots,
+                                 SyncStop)
 from battle_rl.config import ConfigError, validate_train
 from battle_rl.display import BattleProgressBar, print_config
+from battle_rl.distributed import check_launch, own_stream
 from battle_rl.env import BattleEnv
 from battle_rl.evaluation import evaluate, format_table, write_eval_json
-from battle_rl.loggers import check_writable, close_logger, make_loggers
+from battle_rl.loggers import check_writable, close_logger, make_loggers, start_wandb
 from battle_rl.networks import export_policy
 from battle_rl.opponents import check_opponent, find_pool, make_mix, make_opponent
 from battle_rl.plot import plot_table
-from battle_rl.resume import check_compatible, find_checkpoint, load_replay
+from battle_rl.resume import check_compatible, find_checkpoint, load_replay, replay_file
 
 
 def opponents_dir(cfg: DictConfig) -> Path:
@@ -181,10 +184,11 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
     """Train, export ``policy.pt``, run the final evaluation; returns a summary dict.
 
     ``extra_callbacks`` (benchmarks, tests) are added to the Trainer's; they may read the
-    evaluation callback as ``trainer.eval_callback``.
+    evaluation callback as ``trainer.eval_callback``. Under DDP (``battle_rl.distributed``)
+    every rank runs this function; only rank 0 evaluates, exports and returns the policy path.
     """
     resume_from = preflight(cfg, run_dir)
-    if cfg.get("print_config", True):
+    if cfg.get("print_config", True) and rank_zero_only.rank == 0:  # not again on DDP ranks
         print_config(cfg)
     configure_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -192,11 +196,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
     try:
         module, dataset, eval_cb = build(cfg, run_dir)
         ckpt_dir = run_dir / "checkpoints"
-        if resume_from is not None:
-            step = check_compatible(resume_from, module)
-            if cfg.checkpoint_buffer and not load_replay(dataset.buffer, resume_from.parent, step):
-                print(f"note: no {resume_from.parent / 'replay.npz'}: resuming with an empty "
-                      f"replay buffer", flush=True)
+        step = check_compatible(resume_from, module) if resume_from is not None else None
         stop = GracefulStop()
         callbacks: list[pl.Callback] = [
             pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}",
@@ -214,16 +214,30 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         callbacks += extra_callbacks or []
         if cfg.trainer.get("enable_progress_bar", True):
             callbacks.append(BattleProgressBar())
+        callbacks.append(SyncStop())  # last: after every callback that may stop training
         trainer = pl.Trainer(**cfg.trainer, logger=loggers or False, callbacks=callbacks,
                              default_root_dir=str(run_dir))
         trainer.eval_callback = eval_cb
+        check_launch(trainer)
+        if trainer.is_global_zero:
+            start_wandb(loggers, run_dir)
+        own_stream(dataset, cfg.seed, trainer)  # under DDP, each rank plays its own games
+        rank = trainer.global_rank
+        if resume_from is not None and cfg.checkpoint_buffer:
+            if not load_replay(dataset.buffer, resume_from.parent, step, rank=rank):
+                print(f"note: no {resume_from.parent / replay_file(rank)}: resuming with an "
+                      f"empty replay buffer", flush=True)
         loader = DataLoader(dataset, batch_size=None, num_workers=0)
         t0 = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader,
                     ckpt_path=str(resume_from) if resume_from else None,
                     weights_only=False)  # our own checkpoints hold numpy RNG states
         wall = time.perf_counter() - t0
-        trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the state at the very end
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the state at the very end (all ranks)
+        if not trainer.is_global_zero:  # rank 0 evaluates, exports and reports
+            return {"steps": trainer.global_step, "episodes": dataset.episodes,
+                    "cycles": dataset.cycles, "wall_seconds": wall, "policy": None,
+                    "interrupted": stop.requested, "objective": 0.0}
 
         net = module.policy_net()
         source = "final"
