@@ -13,7 +13,7 @@ for rank in 0 1; do
   SLURM_NTASKS=2 SLURM_NTASKS_PER_NODE=2 SLURM_NODEID=0 SLURM_PROCID=$rank SLURM_LOCALID=$rank \
     python train.py trainer=ddp env.max_cycles=20 trainer.max_steps=30 hparams.buffer_size=2000 \
       hparams.batch_size=32 hparams.warmup=64 eval.every_n_steps=10 eval.episodes=1 \
-      eval.final_episodes=2 "eval.opponents=[random]" opponent=random logger=csv \
+      eval.final_episodes=2 "eval.opponents=[random]" opponent=random \
       hydra.run.dir="$run_dir" "$@" &
   pids+=($!)
 done
