@@ -16,7 +16,8 @@ def main(cfg: DictConfig) -> float:
     from battle_rl.training import train  # heavy imports after Hydra has parsed the command
 
     summary = train(cfg, Path(HydraConfig.get().runtime.output_dir))
-    print(summary["policy"], flush=True)  # the last line: where the policy is
+    if summary["policy"]:  # None on DDP ranks other than 0
+        print(summary["policy"], flush=True)  # the last line: where the policy is
     if summary["interrupted"]:
         sys.exit(130)  # stopped by Ctrl-C / SIGTERM after saving
     return summary["objective"]
@@ -24,6 +25,8 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     from battle_rl.config import validate_train
+    from battle_rl.distributed import shared_run_dir
     from battle_rl.resume import resume_argv
 
-    entry_point(main, "config", validate_train, rewrite_argv=resume_argv)()
+    entry_point(main, "config", validate_train,
+                rewrite_argv=lambda argv: shared_run_dir(resume_argv(argv)))()

@@ -25,6 +25,7 @@ class EvalCallback(pl.Callback):
     has passed, so that runs with different evaluation costs get the same training budget.
     With ``video_every``, every that many evaluations a battle against ``video_opponent`` (the
     last opponent by default) is rendered and logged to W&B as a video.
+    Under DDP only rank 0 evaluates; its stop is every rank's (``SyncStop``).
     """
 
     def __init__(self, opponents: dict[str, Opponent], every_n_steps: int, episodes: int,
@@ -51,7 +52,7 @@ class EvalCallback(pl.Callback):
 
     def on_train_start(self, trainer, pl_module):
         self._start = time.perf_counter()
-        if self.video_every > 0 and self._wandb(trainer) is None:
+        if self.video_every > 0 and self._wandb(trainer) is None and trainer.is_global_zero:
             print("note: eval.video_every logs videos to W&B only (logger=wandb): no videos "
                   "this run", flush=True)
             self.video_every = 0
@@ -67,6 +68,8 @@ class EvalCallback(pl.Callback):
         return time.perf_counter() - self._start - self.eval_seconds
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not trainer.is_global_zero:
+            return
         step = trainer.global_step
         if self.every > 0 and step > 0 and step % self.every == 0:
             self.run(trainer, pl_module)
@@ -124,7 +127,8 @@ class EvalCallback(pl.Callback):
             caption=[f"step {step}: blue {kills['blue']} - red {kills['red']} kills"])
 
 class ReplayCheckpoint(pl.Callback):
-    """Saves the replay buffer beside every checkpoint (``checkpoints/replay.npz``)."""
+    """Saves the replay buffer beside every checkpoint (``checkpoints/replay.npz``; under DDP
+    every rank its own, ``replay_rank1.npz``, ...)."""
 
     def __init__(self, buffer, ckpt_dir: str | Path):
         self.buffer, self.ckpt_dir = buffer, Path(ckpt_dir)
@@ -132,12 +136,14 @@ class ReplayCheckpoint(pl.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         from battle_rl.resume import save_replay
 
-        save_replay(self.buffer, self.ckpt_dir, step=trainer.global_step)
+        save_replay(self.buffer, self.ckpt_dir, step=trainer.global_step,
+                    rank=trainer.global_rank)
 
 
 class GracefulStop(pl.Callback):
     """Ctrl-C (SIGINT) or SIGTERM asks training to stop after the current step, so the run
-    saves its checkpoint and exports its policy; a second Ctrl-C interrupts at once."""
+    saves its checkpoint and exports its policy; a second Ctrl-C interrupts at once. (The
+    handler only takes note: the stop is set at the step's end, where DDP ranks agree on it.)"""
 
     def __init__(self):
         self.requested = False
@@ -150,12 +156,15 @@ class GracefulStop(pl.Callback):
             if self.requested:
                 raise KeyboardInterrupt
             self.requested = True
-            trainer.should_stop = True
             print("\nstopping after this step (saving checkpoint and policy); "
                   "press Ctrl-C again to abort", flush=True)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, handler)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.requested:
+            trainer.should_stop = True
 
     def on_train_end(self, trainer, pl_module):
         import signal
@@ -171,7 +180,8 @@ class GracefulStop(pl.Callback):
 class SelfPlaySnapshots(pl.Callback):
     """Every ``every_n_steps`` updates, a frozen copy of the learner joins the self-play pool
     (``opponents.SelfPlayPool``); with ``export_dir`` it is also written there as TorchScript
-    ``step-N.pt`` (the learner's side, like ``policy.pt``), for tournaments."""
+    ``step-N.pt`` (the learner's side, like ``policy.pt``), for tournaments. Under DDP every
+    rank adds the same weights to its own pool, and rank 0 writes the file."""
 
     def __init__(self, pool, every_n_steps: int, export_dir: str | Path | None = None):
         self.pool, self.every = pool, every_n_steps
@@ -182,7 +192,7 @@ class SelfPlaySnapshots(pl.Callback):
         if step == 0 or step % self.every:
             return
         snap = self.pool.snapshot(step)
-        if self.export_dir is not None:
+        if self.export_dir is not None and trainer.is_global_zero:
             from battle_rl.networks import export_policy
 
             export_policy(snap.net.net, self.export_dir / f"step-{step}.pt")
@@ -193,3 +203,16 @@ class SelfPlaySnapshots(pl.Callback):
                 metrics["self_play/learner_score"] = (sum(s.score for s in played)
                                                       / sum(s.games for s in played))
             trainer.logger.log_metrics(metrics, step=step)
+
+
+class SyncStop(pl.Callback):
+    """Under DDP, stop every rank after the same update as soon as any rank wants to (one
+    all-reduce of one number per update), so that no rank waits for gradients that will never
+    come. Add it after every callback that may set ``trainer.should_stop``."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.world_size == 1:
+            return
+        rollout = getattr(pl_module, "rollout", None)
+        wants = trainer.should_stop or (rollout is not None and rollout.finished)
+        trainer.should_stop = trainer.strategy.reduce_boolean_decision(wants, all=False)

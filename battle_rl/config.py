@@ -19,6 +19,9 @@ OPPONENT_NAMES = ("random", "pretrained", "final", "scripted", "passive", "passi
 # self-play needs a learner to copy: a training opponent only
 EVAL_OPPONENT_NAMES = tuple(n for n in OPPONENT_NAMES if n != "self_play")
 SELF_PLAY_SAMPLING = ("latest", "uniform", "win_rate")
+# Lightning's script launcher re-runs train.py per rank; strategies that pickle the learner into
+# spawned processes cannot carry the game with it
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true")
 SWEEPS_DIR = CONF_DIR.parent / "multirun_sweeps"
 
 
@@ -85,6 +88,8 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "trainer.max_steps", lambda x: int(x) == x and x >= -1,
            "an integer >= 1 (or -1: no limit)")
     _check(cfg, "trainer.max_time", _is_duration, "a duration DD:HH:MM:SS, e.g. 00:00:05:00")
+    _check(cfg, "trainer.strategy", lambda x: x in STRATEGIES,
+           f"one of {', '.join(STRATEGIES)} (several processes: trainer=ddp)")
     named = tuple(_get(cfg, "policies") or {})
     for name in named:
         if name in OPPONENT_NAMES:
@@ -274,7 +279,8 @@ def check_creatable(key: str, path: str) -> None:
     """Can the output folder be created and written? (Leaves nothing behind.)"""
     if "${" in path:
         return  # interpolated (e.g. ${now:...}): Hydra resolves it later
-    target = Path(os.path.abspath(path))
+    # quoted, as Lightning's DDP launcher passes it to the processes it starts
+    target = Path(os.path.abspath(path.strip("\"'")))
     created = []
     try:
         for d in [*reversed(target.parents), target]:

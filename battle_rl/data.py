@@ -67,6 +67,8 @@ class RolloutDataset(IterableDataset):
             raise ValueError(f"the replay buffer needs {'2 x ' if both_teams else ''}"
                              f"{env.n_agents} slots, it has {buffer.n_agents}")
         self.rng = np.random.default_rng(seed)
+        # True under DDP: the stream never ends by itself (see battle_rl.distributed.SyncStop)
+        self.endless = False
         # counters (saved with checkpoints, see state_dict)
         self.cycles = 0
         self.episodes = 0
@@ -77,6 +79,14 @@ class RolloutDataset(IterableDataset):
         self._rollout_seconds = 0.0
         self.batches = 0
         self._rate_mark = (time.perf_counter(), 0, 0)  # (time, agent_steps, batches)
+
+    def reseed(self, seed: int) -> None:
+        """New random streams for the games, exploration, replay sampling and the opponent's
+        draws (each DDP rank its own, see ``battle_rl.distributed``)."""
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.buffer.rng = np.random.default_rng(seed)
+        self.opponent.reseed(seed)
 
     # -- acting ---------------------------------------------------------------------
     @property
@@ -162,17 +172,20 @@ class RolloutDataset(IterableDataset):
     def _finished(self) -> bool:
         return self.max_episodes is not None and self.episodes >= self.max_episodes
 
+    def _ends(self) -> bool:
+        return self._finished() and not self.endless
+
     def __iter__(self):
         credit = 0.0
-        while not self._finished():
+        while not self._ends():
             t0 = time.perf_counter()
             while len(self.buffer) < self.warmup or credit < 1.0:
                 self.play_cycle()
                 if len(self.buffer) >= self.warmup:
                     credit += self.updates_per_cycle
-                if self._finished():
+                if self._ends():
                     break
-            if self._finished() and credit < 1.0:
+            if self._ends() and credit < 1.0:
                 break
             credit -= 1.0
             batch = {k: torch.from_numpy(v) for k, v in self.buffer.sample(self.batch_size).items()}
@@ -309,6 +322,7 @@ class OnPolicyDataset(IterableDataset):
         self.gamma, self.gae_lambda, self.use_state = gamma, gae_lambda, use_state
         self.max_episodes, self.seed, self.team = max_episodes, seed, team
         self.rng = np.random.default_rng(seed)  # episode seeds, action sampling, shuffling
+        self.endless = False  # under DDP a rank plays on until every rank stops together
         # counters (saved with checkpoints, see state_dict)
         self.cycles = self.episodes = self.agent_steps = self.batches = self.rollouts = 0
         self.obs = None  # current observations {team: (N,13,13,5)}; None between episodes
@@ -399,13 +413,20 @@ class OnPolicyDataset(IterableDataset):
                     batch["state_index"] = torch.from_numpy(index.reshape(-1))
                 yield batch
 
+    def reseed(self, seed: int) -> None:
+        """New random streams for the games, the actions and the opponent's draws (each DDP
+        rank its own, see ``battle_rl.distributed``)."""
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.opponent.reseed(seed)
+
     # -- the stream ----------------------------------------------------------------------
     @property
     def finished(self) -> bool:
         return self.max_episodes is not None and self.episodes >= self.max_episodes
 
     def __iter__(self):
-        while not self.finished:
+        while not (self.finished and not self.endless):
             for batch in self.minibatches_of(self.collect()):
                 self.batches += 1
                 yield batch

@@ -30,7 +30,7 @@ def wandb_key_available() -> bool:
 def check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test-{os.getpid()}"  # DDP ranks may probe at once
         probe.write_text("")
         probe.unlink()
     except OSError as e:
@@ -78,8 +78,8 @@ def run_tags(cfg: DictConfig, choices: dict) -> list[str]:
 def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = False):
     """The Lightning logger chosen by ``cfg.logger.name`` (wandb, csv or none).
 
-    A W&B run records its id, group and folder in ``<run dir>/wandb_run.json`` as it starts
-    (the sweep report reads it); a resumed run continues the same W&B run.
+    A W&B run records its id, group and folder in ``<run dir>/wandb_run.json`` when it starts
+    (``start_wandb``; the sweep report reads it); a resumed run continues the same W&B run.
     """
     lc = cfg.logger
     if lc.name == "none":
@@ -106,7 +106,7 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = 
     config["logger"]["group"] = group
     id_file = run_dir / WANDB_RUN_FILE
     run_id = json.loads(id_file.read_text())["id"] if resuming and id_file.is_file() else None
-    logger = WandbLogger(
+    return WandbLogger(
         project=lc.project,
         id=run_id,
         resume="allow" if run_id else None,
@@ -119,11 +119,19 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = 
         config=config,
         settings=wandb.Settings(init_timeout=float(lc.get("init_timeout", 90))),
     )
-    run = logger.experiment  # starts the run now: problems show at once
-    id_file.write_text(json.dumps({"id": run.id, "group": group, "name": run_name,
-                                   "project": lc.project, "mode": lc.mode,
-                                   "dir": str(Path(run.dir).parent)}, indent=1))
-    return logger
+
+
+def start_wandb(loggers: list, run_dir: Path, mode: str | None = "offline") -> None:
+    """Start the W&B run now, so that problems show at once, and record its id, group and
+    folder in ``<run dir>/wandb_run.json``. Under DDP call it on rank 0 only: one run is
+    logged."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            run = logger.experiment
+            (run_dir / WANDB_RUN_FILE).write_text(json.dumps(
+                {"id": run.id, "group": run.group, "name": run.name, "project": run.project,
+                 "mode": mode,
+                 "dir": str(Path(run.dir).parent)}, indent=1))
 
 
 def csv_logger(run_dir: Path, append: bool = False):

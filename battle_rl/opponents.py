@@ -58,6 +58,9 @@ class Opponent:
         not depend on which games run side by side)."""
         return self
 
+    def reseed(self, seed: int) -> None:
+        """A new random stream (each DDP rank its own, see ``battle_rl.distributed``)."""
+
     def state_dict(self) -> dict:
         """Random state, saved with checkpoints so a resumed run draws the same numbers."""
         return {}
@@ -77,6 +80,9 @@ class RandomOpponent(Opponent):
 
     def for_game(self, seed):
         return RandomOpponent(seed)
+
+    def reseed(self, seed):
+        self.rng = np.random.default_rng(seed)
 
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state}
@@ -253,6 +259,9 @@ class MirroredOpponent(Opponent):
     def for_game(self, seed):
         return MirroredOpponent(self.inner.for_game(seed))
 
+    def reseed(self, seed):
+        self.inner.reseed(seed)
+
     def state_dict(self):
         return self.inner.state_dict()
 
@@ -345,6 +354,10 @@ class SelfPlayPool(Opponent):
         self.last_mean = mean_action(actions, alive)
         return actions
 
+    def reseed(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.random.reseed(seed)
+
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state, "random": self.random.state_dict(),
                 "snapshots": [{"weights": s.net.net.state_dict(), "step": s.step,
@@ -384,6 +397,11 @@ class MixOpponent(Opponent):
 
     def act(self, obs, alive):
         return self.current.act(obs, alive)
+
+    def reseed(self, seed):
+        self.rng = np.random.default_rng(seed)
+        for o in self.opponents:
+            o.reseed(seed)
 
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state,

@@ -4,7 +4,9 @@
 same directory: the original overrides are replayed (new ones on the command line win), and
 Lightning restores the module, optimizer and step counters from the checkpoint, while the
 module's ``on_load_checkpoint`` restores the rollout counters (epsilon position), the RNGs
-and, from ``checkpoints/replay.npz`` beside the checkpoint, the replay buffer.
+and, from ``checkpoints/replay.npz`` beside the checkpoint, the replay buffer. Under DDP every
+rank's rollout state is in the checkpoint and every rank has its own buffer file
+(``replay_rank1.npz``, ...): each rank resumes its own stream (``battle_rl.distributed``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import yaml
 from battle_rl.errors import ConfigError, PolicyLoadError
 from battle_rl.safe_load import is_torchscript, torch_load
 
-REPLAY_FILE = "replay.npz"
+REPLAY_FILE = "replay.npz"  # rank 0's (a one-process run's); rank r > 0: replay_rank{r}.npz
 CODE_KEYS = re.compile(r"_(target|args|partial|convert|recursive)_")
 
 
@@ -110,6 +112,53 @@ def _plain(x):
     return x
 
 
+def replay_file(rank: int = 0) -> str:
+    return REPLAY_FILE if rank == 0 else f"replay_rank{rank}.npz"
+
+
+# -- the rollout's state in the checkpoint ------------------------------------------------
+def save_rollout_state(module, checkpoint: dict) -> None:
+    """A learner's ``on_save_checkpoint``: its rollout's counters and random states, and the
+    global RNGs. Under DDP every rank's are gathered (rank 0 writes the file) into
+    ``checkpoint["ranks"]``, with a fingerprint of each rank's weights."""
+    from battle_rl.distributed import gather, weights_digest
+
+    state = {"rollout": module.rollout.state_dict() if module.rollout is not None else None,
+             "rng": rng_state()}
+    checkpoint.update(state)  # rank 0's at the top, where a one-process run keeps it
+    trainer = module.trainer
+    if trainer.world_size > 1:
+        state["weights"] = weights_digest(module.state_dict())
+        checkpoint["ranks"] = gather(trainer, state)
+
+
+def load_rollout_state(module, checkpoint: dict) -> None:
+    """A learner's ``on_load_checkpoint``: this rank's rollout state and RNGs, if saved (a
+    rank the checkpoint has none for starts a fresh stream and says so)."""
+    rank = module.trainer.global_rank
+    ranks = checkpoint.get("ranks") or [{"rollout": checkpoint.get("rollout"),
+                                         "rng": checkpoint.get("rng")}]
+    who = f"rank {rank}: " if module.trainer.world_size > 1 else ""
+    if rank >= len(ranks):
+        print(f"note: {who}the checkpoint holds the rollouts of {len(ranks)} process(es): "
+              f"this rank starts a new one", flush=True)
+        return
+    state = ranks[rank]
+    if module.rollout is not None and state.get("rollout"):
+        rollout = module.rollout
+        rollout.load_state_dict(state["rollout"])
+        if hasattr(rollout, "buffer"):  # replay learners
+            print(f"{who}resumed at step {checkpoint['global_step']}: epsilon "
+                  f"{rollout.epsilon:.6f}, {len(rollout.buffer)} transitions in the replay "
+                  f"buffer", flush=True)
+        else:  # on-policy learners keep no rollout across a resume
+            print(f"{who}resumed at step {checkpoint['global_step']}: {rollout.episodes} "
+                  f"episodes, {rollout.rollouts} rollouts played; a new rollout starts",
+                  flush=True)
+    if state.get("rng"):
+        set_rng_state(state["rng"])
+
+
 # -- RNG states ---------------------------------------------------------------------------
 def rng_state() -> dict:
     """Python, numpy and torch RNG states, in types the safe loader reads back (the numpy
@@ -126,10 +175,11 @@ def set_rng_state(state: dict) -> None:
 
 
 # -- the replay buffer beside the checkpoint ------------------------------------------------
-def save_replay(buffer, ckpt_dir: Path, step: int) -> Path:
-    """Write the buffer's used rows to ``replay.npz`` atomically (temp file + rename)."""
+def save_replay(buffer, ckpt_dir: Path, step: int, rank: int = 0) -> Path:
+    """Write the buffer's used rows to ``replay.npz`` (rank r > 0: ``replay_rank{r}.npz``)
+    atomically (temp file + rename)."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / REPLAY_FILE
+    path = ckpt_dir / replay_file(rank)
     fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix=".replay-", suffix=".npz")
     os.close(fd)
     try:
@@ -142,9 +192,10 @@ def save_replay(buffer, ckpt_dir: Path, step: int) -> Path:
     return path
 
 
-def load_replay(buffer, ckpt_dir: Path, step: int) -> bool:
-    """Restore the buffer saved with the checkpoint of ``step``; False if there is none."""
-    path = ckpt_dir / REPLAY_FILE
+def load_replay(buffer, ckpt_dir: Path, step: int, rank: int = 0) -> bool:
+    """Restore the buffer (of ``rank``) saved with the checkpoint of ``step``; False if there
+    is none."""
+    path = ckpt_dir / replay_file(rank)
     if not path.is_file():
         return False
     try:

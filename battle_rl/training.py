@@ -15,20 +15,24 @@ import torch
 from hydra.utils import get_class, instantiate, to_absolute_path
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from battle_rl.callbacks import EvalCallback, GracefulStop, ReplayCheckpoint, SelfPlaySnapshots
+from battle_rl.callbacks import (EvalCallback, GracefulStop, ReplayCheckpoint, SelfPlaySnapshots,
+                                 SyncStop)
 from battle_rl.config import ConfigError, validate_train
 from battle_rl.display import BattleProgressBar, print_config
+from battle_rl.distributed import check_launch, own_stream
 from battle_rl.env import BattleEnv
 from battle_rl.evaluation import evaluate, format_table, write_eval_json
-from battle_rl.loggers import check_writable, close_logger, make_loggers, where_line
+from battle_rl.loggers import (check_writable, close_logger, make_loggers, start_wandb,
+                               where_line)
 from battle_rl.networks import export_policy
 from battle_rl.opponents import (SHIPPED, check_opponent, command_line_opponents, find_pool,
                                  leave_out_missing, left_out_notice, make_mix, make_opponent,
                                  write_opponents_record)
 from battle_rl.plot import plot_table
-from battle_rl.resume import check_compatible, find_checkpoint, load_replay
+from battle_rl.resume import check_compatible, find_checkpoint, load_replay, replay_file
 from battle_rl.safe_load import torch_load
 
 
@@ -216,13 +220,14 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
     """Train, export ``policy.pt``, run the final evaluation; returns a summary dict.
 
     ``extra_callbacks`` (benchmarks, tests) are added to the Trainer's; they may read the
-    evaluation callback as ``trainer.eval_callback``.
+    evaluation callback as ``trainer.eval_callback``. Under DDP (``battle_rl.distributed``)
+    every rank runs this function; only rank 0 evaluates, exports and returns the policy path.
     """
     left_out = leave_out_course_opponents(cfg, command_line_opponents())
     resume_from = preflight(cfg, run_dir)
-    if cfg.get("print_config", True):
+    if cfg.get("print_config", True) and rank_zero_only.rank == 0:  # not again on DDP ranks
         print_config(cfg)
-    if left_out:
+    if left_out and rank_zero_only.rank == 0:
         print(left_out_notice(left_out, opponents_dir(cfg)), flush=True)
     write_opponents_record(run_dir / "opponents.json", {
         "training": {n: w for n, w in cfg.opponent.weights.items() if w > 0},
@@ -230,17 +235,11 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
     configure_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     loggers = make_loggers(cfg, run_dir, run_name(cfg), resuming=resume_from is not None)
-    print(where_line(run_dir, loggers), flush=True)
     try:
         module, dataset, eval_cb = build(cfg, run_dir)
         ckpt_dir = run_dir / "checkpoints"
+        step = check_compatible(resume_from, module) if resume_from is not None else None
         replay = getattr(dataset, "buffer", None)  # on-policy learners (PPO) have none
-        if resume_from is not None:
-            step = check_compatible(resume_from, module)
-            if (cfg.checkpoint_buffer and replay is not None
-                    and not load_replay(replay, resume_from.parent, step)):
-                print(f"note: no {resume_from.parent / 'replay.npz'}: resuming with an empty "
-                      f"replay buffer", flush=True)
         stop = GracefulStop()
         callbacks: list[pl.Callback] = [
             pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}",
@@ -258,15 +257,30 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         callbacks += extra_callbacks or []
         if cfg.trainer.get("enable_progress_bar", True):
             callbacks.append(BattleProgressBar())
+        callbacks.append(SyncStop())  # last: after every callback that may stop training
         trainer = pl.Trainer(**cfg.trainer, logger=loggers or False, callbacks=callbacks,
                              default_root_dir=str(run_dir), plugins=[SafeCheckpointIO()])
         trainer.eval_callback = eval_cb
+        check_launch(trainer)
+        if trainer.is_global_zero:
+            start_wandb(loggers, run_dir, cfg.logger.get("mode"))
+            print(where_line(run_dir, loggers), flush=True)
+        own_stream(dataset, cfg.seed, trainer)  # under DDP, each rank plays its own games
+        rank = trainer.global_rank
+        if resume_from is not None and cfg.checkpoint_buffer and replay is not None:
+            if not load_replay(replay, resume_from.parent, step, rank=rank):
+                print(f"note: no {resume_from.parent / replay_file(rank)}: resuming with an "
+                      f"empty replay buffer", flush=True)
         loader = DataLoader(dataset, batch_size=None, num_workers=0)
         t0 = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader,
                     ckpt_path=str(resume_from) if resume_from else None)
         wall = time.perf_counter() - t0
-        trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the state at the very end
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the state at the very end (all ranks)
+        if not trainer.is_global_zero:  # rank 0 evaluates, exports and reports
+            return {"steps": trainer.global_step, "episodes": dataset.episodes,
+                    "cycles": dataset.cycles, "wall_seconds": wall, "policy": None,
+                    "interrupted": stop.requested, "objective": 0.0}
 
         net = module.policy_net()
         source = "final"

@@ -83,8 +83,12 @@ def evaluator_rate(policy, games: int, workers: int) -> float:
     return sum(r.agent_steps for r in results) / seconds, seconds
 
 
-def learner_rate(batch_size: int, updates: int, hparams: str = "fast") -> float:
-    """Updates/s of the DQN module's step, outside any rollout (Lightning's loop excluded)."""
+def learner_rate(batch_size: int, updates: int, hparams: str = "fast",
+                 device: str = "cpu") -> float:
+    """Updates/s of the DQN module's step, outside any rollout (Lightning's loop excluded).
+
+    On a GPU the batch is copied from the CPU every update, as Lightning does with the replay
+    buffer's batches, and the time waits for the GPU to finish."""
     import torch
 
     from battle_rl.networks import soft_update
@@ -92,7 +96,7 @@ def learner_rate(batch_size: int, updates: int, hparams: str = "fast") -> float:
 
     cfg = compose([f"hparams={hparams}"])
     hp = cfg.hparams
-    module = make_module(cfg)
+    module = make_module(cfg).to(device)
     opt = module.configure_optimizers()
     rng = np.random.default_rng(0)
     batch = {
@@ -102,9 +106,10 @@ def learner_rate(batch_size: int, updates: int, hparams: str = "fast") -> float:
         "reward": torch.from_numpy(rng.normal(size=batch_size).astype(np.float32)),
         "done": torch.from_numpy(rng.random(batch_size) < 0.05),
     }
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def one_update():
-        loss, _ = module.td_loss(batch)
+        loss, _ = module.td_loss({k: v.to(device) for k, v in batch.items()})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.q_net.parameters(), hp.max_grad_norm)
@@ -113,9 +118,11 @@ def learner_rate(batch_size: int, updates: int, hparams: str = "fast") -> float:
 
     for _ in range(20):
         one_update()
+    sync()
     t0 = time.perf_counter()
     for _ in range(updates):
         one_update()
+    sync()
     return updates / (time.perf_counter() - t0)
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from battle_rl.buffer import OBS_SCALE, ReplayBuffer
 from battle_rl.data import EpsilonSchedule, RolloutDataset
 from battle_rl.networks import build_q_network, greedy_actions, soft_update
-from battle_rl.resume import rng_state, set_rng_state
+from battle_rl.resume import load_rollout_state, save_rollout_state
 
 
 def td_target(
@@ -158,14 +158,7 @@ class DQN(pl.LightningModule):
 
     # -- checkpoints carry the rollout's counters (epsilon position) and the RNGs ---------
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["rollout"] = self.rollout.state_dict() if self.rollout is not None else None
-        checkpoint["rng"] = rng_state()
+        save_rollout_state(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint):
-        if self.rollout is not None and checkpoint.get("rollout"):
-            self.rollout.load_state_dict(checkpoint["rollout"])
-            print(f"resumed at step {checkpoint['global_step']}: epsilon "
-                  f"{self.rollout.epsilon:.6f}, {len(self.rollout.buffer)} transitions in the "
-                  f"replay buffer", flush=True)
-        if checkpoint.get("rng"):
-            set_rng_state(checkpoint["rng"])
+        load_rollout_state(self, checkpoint)

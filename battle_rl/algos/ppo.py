@@ -24,7 +24,7 @@ from torch import nn
 
 from battle_rl.data import OnPolicyDataset
 from battle_rl.networks import build_q_network, greedy_actions, trunk_layers
-from battle_rl.resume import rng_state, set_rng_state
+from battle_rl.resume import load_rollout_state, save_rollout_state
 
 
 class LocalCritic(nn.Module):
@@ -224,16 +224,10 @@ class PPO(pl.LightningModule):
         for net in (self.actor, self.critic):
             nn.utils.clip_grad_norm_(net.parameters(), self.hparams.max_grad_norm)
 
-    # -- checkpoints carry the rollout's counters and the RNGs (not the rollout itself) ---
+    # -- checkpoints carry the rollout's counters and the RNGs (not the rollout itself: a
+    # resumed run starts a new one), every DDP rank's (battle_rl.resume) ----------------------
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["rollout"] = self.rollout.state_dict() if self.rollout is not None else None
-        checkpoint["rng"] = rng_state()
+        save_rollout_state(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint):
-        if self.rollout is not None and checkpoint.get("rollout"):
-            self.rollout.load_state_dict(checkpoint["rollout"])
-            print(f"resumed at step {checkpoint['global_step']}: {self.rollout.episodes} "
-                  f"episodes, {self.rollout.rollouts} rollouts played; a new rollout starts",
-                  flush=True)
-        if checkpoint.get("rng"):
-            set_rng_state(checkpoint["rng"])
+        load_rollout_state(self, checkpoint)

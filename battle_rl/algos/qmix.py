@@ -30,6 +30,7 @@ from battle_rl.buffer import OBS_SCALE
 from battle_rl.data import EpsilonSchedule, TeamRolloutDataset
 from battle_rl.mixing import AgentQNetwork, build_mixer
 from battle_rl.networks import greedy_actions, soft_update
+from battle_rl.resume import load_rollout_state, save_rollout_state
 
 
 class QMIX(pl.LightningModule):
@@ -175,11 +176,9 @@ class QMIX(pl.LightningModule):
                                     gradient_clip_algorithm=None):
         self.clip_gradients(optimizer, self.hparams.max_grad_norm, "norm")
 
-    # -- checkpoints carry the rollout's counters (epsilon position, episodes) -------------
+    # -- checkpoints carry the rollout's counters (epsilon position) and the RNGs -------
     def on_save_checkpoint(self, checkpoint):
-        if self.rollout is not None:
-            checkpoint["rollout"] = self.rollout.state_dict()
+        save_rollout_state(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint):
-        if self.rollout is not None and checkpoint.get("rollout"):
-            self.rollout.load_state_dict(checkpoint["rollout"])
+        load_rollout_state(self, checkpoint)

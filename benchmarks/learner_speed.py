@@ -1,0 +1,41 @@
+"""The learner alone on a device: gradient updates/s of the default DQN step by batch size.
+
+    python benchmarks/learner_speed.py                                  # CPU, batch 128 512 2048
+    python benchmarks/learner_speed.py --device cuda --batch 128 512 2048
+
+The update of ``throughput.py`` (Huber loss, backward, clipping, AdamW, soft target update),
+its batch copied from the CPU every update as in training. Writes
+benchmarks/results/learner_speed-<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common import save
+from throughput import learner_rate
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    ap.add_argument("--batch", type=int, nargs="+", default=[128, 512, 2048])
+    ap.add_argument("--updates", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: this torch sees no CUDA device")
+    rates = {str(b): learner_rate(b, args.updates, device=args.device) for b in args.batch}
+    for b, r in rates.items():
+        print(f"batch {b}: {r:.1f} updates/s ({float(b) * r:,.0f} samples/s)", flush=True)
+    gpu = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None
+    save(f"learner_speed-{args.device.split(':')[0]}",
+         {"device": args.device, "gpu": gpu, "threads": args.threads, "updates": args.updates,
+          "updates_per_s": rates})
+
+
+if __name__ == "__main__":
+    main()
