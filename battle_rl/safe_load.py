@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -92,7 +93,9 @@ def torch_load(path: str | Path):
     :class:`PolicyLoadError` naming the file."""
     path = Path(path)
     try:
-        with torch.serialization.safe_globals(LEGACY_GLOBALS):
+        with torch.serialization.safe_globals(LEGACY_GLOBALS), warnings.catch_warnings():
+            # its notes on odd files (a newer pickle protocol...) would break the one line
+            warnings.simplefilter("ignore", UserWarning)
             obj = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(obj, dict) and "hyper_parameters" in obj:
             obj["hyper_parameters"] = _plain(obj["hyper_parameters"])

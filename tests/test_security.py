@@ -92,7 +92,6 @@ def test_loaders_refuse_without_running_it(evil, kind):
     assert_refused(str(e.value), path, marker)
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")
 def test_pickle_instructions_the_safe_loader_lacks_are_refused_too(evil, tmp_path):
     path = tmp_path / "raw4.pt"  # protocol 4: the restricted unpickler reads only up to 2
     path.write_bytes(pickle.dumps(Payload(evil["marker"]), protocol=4))
