@@ -64,8 +64,8 @@ class BattleProgressBar(ProgressBar):
         if not self._enabled:
             return
         line = Column(no_wrap=True, overflow="ellipsis")
-        self.progress = Progress(BarColumn(bar_width=12), TextColumn("{task.description}",
-                                                                     table_column=line),
+        self.progress = Progress(BarColumn(bar_width=12),
+                                 TextColumn("{task.description}", markup=False, table_column=line),
                                  refresh_per_second=self.refresh_rate, console=Console())
         self.task = self.progress.add_task("", total=1.0)
         self.progress.start()
@@ -119,7 +119,8 @@ class BattleProgressBar(ProgressBar):
             self._mark = (now, step)
         t0, step0 = self._mark
         if step > step0:  # shown from the second update on, even in a run shorter than a window
-            self._rate = f"{(step - step0) / (now - t0):.0f} upd/s"
+            rate = (step - step0) / (now - t0)
+            self._rate = f"{rate:.0f} upd/s" if rate >= 10 else f"{rate:.1f} upd/s"
         if now - t0 >= self.rate_window:
             self._mark = (now, step)
         return self._rate
