@@ -4,8 +4,9 @@ Blue is the evaluated policy (a network, or any opponent-like policy: the tourna
 scripted, random and mirrored agents there too), red an opponent. Several environments run side
 by side; at every cycle each team makes *one* forward pass over the observations of all its
 live agents in all running games (an MF-Q policy also gets each agent's mean action: its
-team's actions in that game at the previous cycle). Kills follow the course's rule (a reward above 4.5), the verdict needs a margin
-of 5 kills, rewards are summed per team and divided by the team size (81).
+team's actions in that game at the previous cycle). Kills follow the course's rule (a reward
+above 4.5), the verdict needs a margin of 5 kills, rewards are summed per team and divided by
+the team size (81).
 """
 
 from __future__ import annotations
