@@ -18,7 +18,7 @@ class EvalCallback(pl.Callback):
     """Every ``every_n_steps`` updates, play ``episodes`` games against each opponent.
 
     Logs ``eval/win_rate/<opponent>``, keeps the best policy weights (highest worst-case win
-    rate, then kill margin), appends to ``eval_history.jsonl`` and, with ``stop_win_rate``,
+    rate, then the next worst and so on, then kill margin), appends to ``eval_history.jsonl`` and, with ``stop_win_rate``,
     stops training after ``patience`` evaluations in a row at or above it against every
     opponent. Time spent here is measured, so training time can be reported without it;
     ``max_train_seconds`` ends training once that much training time (evaluation excluded)
@@ -88,7 +88,9 @@ class EvalCallback(pl.Callback):
         net.train(was_training)
         win_rates = {name: row["win"] / row["episodes"] for name, row in table.items()}
         margin = sum(r["blue_kills"] - r["red_kills"] for r in table.values()) / len(table)
-        score = (min(win_rates.values()), margin)
+        # the worst win rate first, then the next worst and so on (an opponent no weights
+        # beat yet must not hide progress against the others), then the kill margin
+        score = (min(win_rates.values()), tuple(sorted(win_rates.values())), margin)
         step = trainer.global_step
         if self.best_score is None or score > self.best_score:
             self.best_score, self.best_step = score, step
