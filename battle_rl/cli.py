@@ -29,9 +29,9 @@ def entry_point(hydra_main, config_name: str, validator, rewrite_argv=None):
     def run():
         args = get_args_parser().parse_args(sys.argv[1:])
         try:
-            if rewrite_argv is not None and args.overrides:
-                new = rewrite_argv(list(args.overrides))
-                sys.argv[1:] = replace_overrides(sys.argv[1:], args.overrides, new)
+            if rewrite_argv is not None:
+                new = rewrite_argv(list(args.overrides or []))
+                sys.argv[1:] = replace_overrides(sys.argv[1:], args.overrides or [], new)
                 args.overrides = new
             precheck(config_name, args, validator, script, "conf")
         except USER_ERRORS as e:

@@ -45,7 +45,7 @@ def train(run_dir: Path, overrides: list[str], timeout: float) -> float:
 
 
 def throughput(processes: int, seed: int, updates: int, timeout: float) -> dict:
-    import torch
+    from battle_rl.safe_load import torch_load
 
     with tempfile.TemporaryDirectory(prefix="battle-rl-ddp-") as d:
         run = Path(d)
@@ -54,8 +54,7 @@ def throughput(processes: int, seed: int, updates: int, timeout: float) -> dict:
                            "eval.final_episodes=0", "logger=csv"], timeout)
         with (run / "csv" / "metrics.csv").open() as f:
             rows = [r for r in csv.DictReader(f) if r.get("perf/updates_per_s")]
-        ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu",
-                          weights_only=False)
+        ckpt = torch_load(run / "checkpoints" / "last.ckpt")
     ranks = ckpt.get("ranks") or [{"rollout": ckpt["rollout"]}]
     steps = [r["rollout"]["agent_steps"] for r in ranks]
     rows = rows[1:]  # the first rate includes the warm-up

@@ -75,13 +75,19 @@ class Snapshots(pl.Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        seconds = self._seconds(trainer)
-        if seconds >= self.every * (len(self.taken) + 1):
-            from battle_rl.networks import export_policy
+        if self._seconds(trainer) >= self.every * (len(self.taken) + 1):
+            self._take(trainer, pl_module)
 
-            path = export_policy(pl_module.policy_net(), self.folder / f"t{len(self.taken)}.pt")
-            self.taken.append({"seconds": round(seconds, 1), "step": trainer.global_step,
-                               "path": str(path)})
+    def on_train_end(self, trainer, pl_module):
+        if not self.taken or self.taken[-1]["step"] != trainer.global_step:
+            self._take(trainer, pl_module)  # the curve ends where training ended
+
+    def _take(self, trainer, pl_module) -> None:
+        from battle_rl.networks import export_policy
+
+        path = export_policy(pl_module.policy_net(), self.folder / f"t{len(self.taken)}.pt")
+        self.taken.append({"seconds": round(self._seconds(trainer), 1),
+                           "step": trainer.global_step, "path": str(path)})
 
 
 def play(policies: dict[str, str], episodes: int, seed: int, workers: int, log=print,

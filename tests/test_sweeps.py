@@ -85,7 +85,7 @@ def test_cluster_launcher_configs_compose():
 
 @pytest.mark.parametrize("arg,expected", [
     ("+sweep=gama", "error: sweep='gama' is not an option of 'sweep' "
-                    "(choose from: epsilon, gamma, grid, optuna, tau)"),
+                    "(choose from: epsilon, gamma, grid, optuna, ppo, tau)"),
     ("+budget=small", "error: budget='small' is not an option of 'budget' (choose from: tiny)"),
 ])
 def test_unknown_sweep_one_line(tmp_path, arg, expected):
