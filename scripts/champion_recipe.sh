@@ -7,7 +7,7 @@
 #    and for 3 minutes, the report's recipe against random, one trained against the scripted
 #    agent), to join the league;
 # 2. stage 1: self-play against the league (scripted agent, both course nets, random, the
-#    learner's snapshots), both teams' transitions, `+experiment=champion`;
+#    learner's snapshots), both teams' transitions, `+experiment=champion_2026_11_29`;
 # 3. stage 2: from stage 1's policy, the same league plus the rivals (less exploration);
 #    then the tournament and `--install` (battle_rl/assets/champion.pt + champion.json).
 set -euo pipefail
@@ -23,10 +23,10 @@ python train.py seed=13 $T hydra.run.dir=$OUT/rivals/vs-scripted opponent=script
     eval.stop_win_rate=null trainer.max_time=00:00:05:00 \
     "eval.opponents=[random,pretrained,final,scripted]"
 
-python scripts/train_champion.py --minutes 50 --out $OUT/stage1
+python scripts/train_champion.py --experiment champion_2026_11_29 --minutes 50 --out $OUT/stage1
 
 R=$OUT/rivals
-python scripts/train_champion.py --minutes 40 --out $OUT/stage2 --install \
+python scripts/train_champion.py --experiment champion_2026_11_29 --minutes 40 --out $OUT/stage2 --install \
     init_from=$OUT/stage1/policy.pt \
     hparams.epsilon.start=0.3 hparams.epsilon.decay=5000 \
     +policies.ddqn_30s=$R/ddqn-30s/policy.pt +policies.ddqn_3min=$R/ddqn-3min/policy.pt \

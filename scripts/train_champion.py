@@ -2,7 +2,7 @@
 
     python scripts/train_champion.py --minutes 90 --out runs/champion --install
 
-1. trains with ``conf/experiment/champion.yaml`` (self-play against a diverse pool: the
+1. trains with ``conf/experiment/<--experiment>.yaml`` (default ``champion``; self-play against a diverse pool: the
    scripted agent, both course nets, random and the learner's own snapshots) for
    ``--minutes`` of wall-clock time; ``policy.pt`` is the best evaluation during training;
 2. plays a tournament (``battle_rl.tournament``) of the result against the scripted agent,
@@ -56,6 +56,8 @@ def acceptance(matchups: list[dict], name: str = "champion", rival: str = "final
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=90.0, help="training wall-clock budget")
+    p.add_argument("--experiment", default="champion", help="conf/experiment/ recipe "
+                   "(champion_2026_11_29: the shipped champion's)")
     p.add_argument("--out", default="runs/champion", help="the run folder")
     p.add_argument("--seed", type=int, default=None, help="training seed (default: 0)")
     p.add_argument("--episodes", type=int, default=30, help="tournament games per side per pair")
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from battle_rl.training import opponents_dir, train
 
     out = Path(args.out).resolve()
-    overrides = ["+experiment=champion", f"trainer.max_time={duration(args.minutes)}",
+    overrides = [f"+experiment={args.experiment}", f"trainer.max_time={duration(args.minutes)}",
                  *([f"seed={args.seed}"] if args.seed is not None else []), *args.overrides]
     if args.opponents_dir:
         overrides.append(f"opponents_dir={args.opponents_dir}")
