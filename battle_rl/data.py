@@ -41,6 +41,20 @@ class EpsilonSchedule:
         return max(self.end, self.start - (self.start - self.end) * t / self.decay)
 
 
+def stream_metrics(stream) -> dict[str, float]:
+    """What every rollout stream logs: its counters, agent-steps and updates per second since
+    the last call (``stream._rate_mark``), and the last finished episode."""
+    now = time.perf_counter()
+    t0, steps0, batches0 = stream._rate_mark
+    dt = max(now - t0, 1e-9)
+    stream._rate_mark = (now, stream.agent_steps, stream.batches)
+    metrics = {"rollout/cycles": stream.cycles, "rollout/episodes": stream.episodes,
+               "perf/agent_steps_per_s": (stream.agent_steps - steps0) / dt,
+               "perf/updates_per_s": (stream.batches - batches0) / dt}
+    metrics.update({f"rollout/{k}": v for k, v in stream.last_episode.items() if k != "episode"})
+    return metrics
+
+
 class RolloutDataset(IterableDataset):
     def __init__(
         self,
@@ -195,22 +209,8 @@ class RolloutDataset(IterableDataset):
 
     def log_metrics(self) -> dict[str, float]:
         """Counters, rates since the last call, and the last finished episode, for logging."""
-        now = time.perf_counter()
-        t0, steps0, batches0 = self._rate_mark
-        dt = max(now - t0, 1e-9)
-        self._rate_mark = (now, self.agent_steps, self.batches)
-        metrics = {
-            "train/epsilon": self.epsilon,
-            "rollout/cycles": self.cycles,
-            "rollout/episodes": self.episodes,
-            "rollout/buffer_size": len(self.buffer),
-            "perf/agent_steps_per_s": (self.agent_steps - steps0) / dt,
-            "perf/updates_per_s": (self.batches - batches0) / dt,
-        }
-        for k, v in self.last_episode.items():
-            if k != "episode":
-                metrics[f"rollout/{k}"] = v
-        return metrics
+        return {"train/epsilon": self.epsilon, "rollout/buffer_size": len(self.buffer),
+                **stream_metrics(self)}
 
     # -- persistence (resume) -------------------------------------------------------
     def state_dict(self) -> dict:
@@ -433,16 +433,7 @@ class OnPolicyDataset(IterableDataset):
 
     def log_metrics(self) -> dict[str, float]:
         """Counters, rates since the last call, and the last finished episode, for logging."""
-        now = time.perf_counter()
-        t0, steps0, batches0 = self._rate_mark
-        dt = max(now - t0, 1e-9)
-        self._rate_mark = (now, self.agent_steps, self.batches)
-        metrics = {"rollout/cycles": self.cycles, "rollout/episodes": self.episodes,
-                   "rollout/rollouts": self.rollouts,
-                   "perf/agent_steps_per_s": (self.agent_steps - steps0) / dt,
-                   "perf/updates_per_s": (self.batches - batches0) / dt}
-        metrics.update({f"rollout/{k}": v for k, v in self.last_episode.items()})
-        return metrics
+        return {"rollout/rollouts": self.rollouts, **stream_metrics(self)}
 
     # -- persistence (resume) -------------------------------------------------------------
     def state_dict(self) -> dict:

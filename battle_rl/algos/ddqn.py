@@ -65,12 +65,12 @@ class DQN(pl.LightningModule):
         """Per-agent transitions of the whole team (both teams with ``hparams.both_teams``)
         into one replay buffer."""
         both = bool(hparams.get("both_teams", False))
-        return RolloutDataset(
+        return self.dataset_class(
             env=env,
             opponent=opponent,
             learner=self,
-            buffer=ReplayBuffer(hparams.buffer_size, env.n_agents * (2 if both else 1), seed=seed,
-                                n_step=hparams.get("n_step", 1), gamma=self.hparams.gamma),
+            buffer=self.make_buffer(hparams, env.n_agents * (2 if both else 1), env.n_agents,
+                                    seed),
             batch_size=hparams.batch_size,
             epsilon=EpsilonSchedule(**hparams.epsilon),
             updates_per_cycle=hparams.updates_per_cycle,
@@ -79,6 +79,13 @@ class DQN(pl.LightningModule):
             seed=seed,
             both_teams=both,
         )
+
+    dataset_class = RolloutDataset  # the rollout stream (MF-Q: with the mean actions)
+
+    def make_buffer(self, hparams, slots: int, team_size: int, seed: int) -> ReplayBuffer:
+        """The replay of ``slots`` agent slots (two teams with ``both_teams``)."""
+        return ReplayBuffer(hparams.buffer_size, slots, seed=seed,
+                            n_step=hparams.get("n_step", 1), gamma=self.hparams.gamma)
 
     @classmethod
     def policy_from_checkpoint(cls, ckpt: dict) -> torch.nn.Module:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from battle_rl.algos.ddqn import DQN
 from battle_rl.buffer import MeanActionReplayBuffer
-from battle_rl.data import EpsilonSchedule, MeanFieldRolloutDataset
+from battle_rl.data import MeanFieldRolloutDataset
 from battle_rl.mean_field import build_mean_field_network, rows_mean_action
 from battle_rl.networks import greedy_actions
 
@@ -68,26 +68,14 @@ class MFQ(DQN):
                          weight_decay=weight_decay, max_grad_norm=max_grad_norm)
 
     # -- the algorithm interface (see battle_rl.algos) ---------------------------------
-    def make_dataset(self, env, opponent, hparams, seed: int) -> MeanFieldRolloutDataset:
-        """Per-agent transitions with the mean actions (both teams with ``both_teams``: each
-        team's rows get their own team's mean action, the other team's mirrored)."""
-        both = bool(hparams.get("both_teams", False))
-        n = env.n_agents * (2 if both else 1)
-        return MeanFieldRolloutDataset(
-            env=env,
-            opponent=opponent,
-            learner=self,
-            buffer=MeanActionReplayBuffer(hparams.buffer_size, n, env.n_agents, seed=seed,
-                                          n_step=hparams.get("n_step", 1),
-                                          gamma=self.hparams.gamma),
-            batch_size=hparams.batch_size,
-            epsilon=EpsilonSchedule(**hparams.epsilon),
-            updates_per_cycle=hparams.updates_per_cycle,
-            warmup=hparams.warmup,
-            max_episodes=hparams.episodes,
-            seed=seed,
-            both_teams=both,
-        )
+    # DQN's make_dataset, with each row's mean action stored (both teams with ``both_teams``:
+    # each team's rows get their own team's mean action, the other team's mirrored)
+    dataset_class = MeanFieldRolloutDataset
+
+    def make_buffer(self, hparams, slots: int, team_size: int,
+                    seed: int) -> MeanActionReplayBuffer:
+        return MeanActionReplayBuffer(hparams.buffer_size, slots, team_size, seed=seed,
+                                      n_step=hparams.get("n_step", 1), gamma=self.hparams.gamma)
 
     def greedy(self, obs: np.ndarray, alive: np.ndarray,
                mean_action: np.ndarray | None = None) -> np.ndarray:
