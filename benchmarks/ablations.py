@@ -65,7 +65,10 @@ def main():
         for seed in [] if args.report_only else args.seeds:
             if (name, seed) in done:  # runs already measured are kept (resumable)
                 continue
-            r = run(seed, overrides, args.every, factor=1.0, cap=args.cap, final_check=False)
+            # one torch thread unless the variant says (the recorded rows were measured so)
+            pinned = [] if any(o.startswith("threads=") for o in overrides) else ["threads=1"]
+            r = run(seed, [*pinned, *overrides], args.every, factor=1.0, cap=args.cap,
+                    final_check=False)
             row = {"variant": name, "seed": seed, "overrides": overrides, "cap": args.cap,
                    "every": args.every, "machine": machine(),
                    **{k: r[k] for k in ("seconds_to_30_of_30", "steps_to_30_of_30",

@@ -2,10 +2,11 @@
 
     python benchmarks/learner_speed.py                                  # CPU, batch 128 512 2048
     python benchmarks/learner_speed.py --device cuda --batch 128 512 2048
+    python benchmarks/learner_speed.py --threads 2 --batch 256 --label champion +experiment=champion
 
 The update of ``throughput.py`` (Huber loss, backward, clipping, AdamW, soft target update),
 its batch copied from the CPU every update as in training. Writes
-benchmarks/results/learner_speed-<device>.json.
+benchmarks/results/learner_speed-<device>-t<threads>.json.
 """
 
 from __future__ import annotations
@@ -22,19 +23,22 @@ def main():
     ap.add_argument("--batch", type=int, nargs="+", default=[128, 512, 2048])
     ap.add_argument("--updates", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = ap.parse_args()
+    ap.add_argument("--label", default=None, help="added to the results file's name")
+    args, overrides = ap.parse_known_args()  # the rest: config overrides (the network...)
     import torch
 
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: this torch sees no CUDA device")
-    rates = {str(b): learner_rate(b, args.updates, device=args.device) for b in args.batch}
+    rates = {str(b): learner_rate(b, args.updates, device=args.device, overrides=overrides)
+             for b in args.batch}
     for b, r in rates.items():
         print(f"batch {b}: {r:.1f} updates/s ({float(b) * r:,.0f} samples/s)", flush=True)
     gpu = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None
-    save(f"learner_speed-{args.device.split(':')[0]}",
+    label = f"-{args.label}" if args.label else ""
+    save(f"learner_speed-{args.device.split(':')[0]}{label}-t{args.threads}",
          {"device": args.device, "gpu": gpu, "threads": args.threads, "updates": args.updates,
-          "updates_per_s": rates})
+          "overrides": overrides, "updates_per_s": rates})
 
 
 if __name__ == "__main__":

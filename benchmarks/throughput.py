@@ -84,7 +84,7 @@ def evaluator_rate(policy, games: int, workers: int) -> float:
 
 
 def learner_rate(batch_size: int, updates: int, hparams: str = "fast",
-                 device: str = "cpu") -> float:
+                 device: str = "cpu", overrides: tuple[str, ...] = ()) -> float:
     """Updates/s of the DQN module's step, outside any rollout (Lightning's loop excluded).
 
     On a GPU the batch is copied from the CPU every update, as Lightning does with the replay
@@ -94,7 +94,7 @@ def learner_rate(batch_size: int, updates: int, hparams: str = "fast",
     from battle_rl.networks import soft_update
     from battle_rl.training import make_module
 
-    cfg = compose([f"hparams={hparams}"])
+    cfg = compose([f"hparams={hparams}", *overrides])
     hp = cfg.hparams
     module = make_module(cfg).to(device)
     opt = module.configure_optimizers()

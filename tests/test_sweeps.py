@@ -384,3 +384,20 @@ def test_each_job_caps_its_threads():
                        timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["1", "[1]", "['1',", "'1',", "'1']"]
+
+
+def test_threads_auto_shares_the_cores_among_the_processes(monkeypatch):
+    """threads=auto: the cores this process may use, per process of the machine, at most 4."""
+    from battle_rl.training import resolve_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    for var in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        monkeypatch.delenv(var, raising=False)
+    assert resolve_threads("auto") == 4  # 8 cores, one process: capped
+    assert resolve_threads("auto", devices=4) == 2  # DDP: four ranks share them
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun's count wins
+    assert resolve_threads("auto") == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert resolve_threads("auto") == 2  # the 2-core machine: both cores
+    assert resolve_threads(1) == 1 and resolve_threads("3") == 3
