@@ -10,7 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
-from battle_rl.evaluation import Evaluator, evaluate
+from battle_rl.evaluation import Evaluator, evaluate, evaluate_as_red
 from battle_rl.opponents import Opponent
 
 
@@ -25,6 +25,8 @@ class EvalCallback(pl.Callback):
     has passed, so that runs with different evaluation costs get the same training budget.
     With ``video_every``, every that many evaluations a battle against ``video_opponent`` (the
     last opponent by default) is rendered and logged to W&B as a video.
+    ``sides``: the learner plays blue (as trained), red (through the mirror; rows and metrics
+    ``<opponent>_as_red``), or both: the best weights are then the best on both sides.
     Under DDP only rank 0 evaluates; its stop is every rank's (``SyncStop``).
     """
 
@@ -33,8 +35,10 @@ class EvalCallback(pl.Callback):
                  patience: int = 1, n_envs: int = 15, workers: int = 1,
                  history_path: str | Path | None = None,
                  video_every: int = 0, video=None, video_opponent: str | None = None,
-                 video_dir: str | Path = "videos", max_train_seconds: float | None = None):
+                 video_dir: str | Path = "videos", max_train_seconds: float | None = None,
+                 sides: tuple[str, ...] = ("blue",)):
         self.opponents, self.every, self.episodes = opponents, every_n_steps, episodes
+        self.sides = tuple(sides)
         self.seed, self.stop_win_rate, self.patience = seed, stop_win_rate, patience
         self.evaluator = Evaluator(max_cycles=max_cycles, n_envs=n_envs, workers=workers)
         self.history_path = Path(history_path) if history_path else None
@@ -81,7 +85,11 @@ class EvalCallback(pl.Callback):
         net = pl_module.policy_net()
         was_training = net.training
         net.eval()
-        table = evaluate(net, self.opponents, self.episodes, self.seed, self.evaluator)
+        table = {} if "blue" not in self.sides else evaluate(
+            net, self.opponents, self.episodes, self.seed, self.evaluator)
+        if "red" in self.sides:  # the same games with the sides swapped, rows read as ours
+            table.update({f"{name}_as_red": row for name, row in evaluate_as_red(
+                net, self.opponents, self.episodes, self.seed, self.evaluator).items()})
         self.evaluations += 1
         if self.video_every > 0 and self.evaluations % self.video_every == 0:
             self._log_video(trainer, net)

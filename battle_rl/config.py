@@ -82,6 +82,8 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "eval.video_every", lambda x: int(x) == x and x >= 0, "an integer >= 0 (0: off)")
     _check(cfg, "eval.stop_win_rate", lambda x: 0.0 < float(x) <= 1.0, "in (0, 1] or null")
     _check(cfg, "eval.max_train_seconds", lambda x: float(x) > 0, "seconds > 0, or null")
+    _check(cfg, "eval.sides", lambda x: len(x) > 0 and set(x) <= {"blue", "red"},
+           "a list of 'blue' and/or 'red', e.g. [blue, red]")
     _check(cfg, "threads", lambda x: x == "auto" or (int(x) == x and x >= 1),
            "'auto' or an integer >= 1")
     _check(cfg, "trainer.log_every_n_steps", lambda x: int(x) == x and x >= 1, "an integer >= 1")

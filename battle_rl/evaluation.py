@@ -219,6 +219,26 @@ def evaluate(blue: nn.Module, opponents: dict[str, Opponent], episodes: int = 30
             for name, opp in opponents.items()}
 
 
+def evaluate_as_red(net: nn.Module, opponents: dict[str, Opponent], episodes: int = 30,
+                    seed: int = 0, evaluator: Evaluator | None = None) -> dict:
+    """Table I with the sides swapped: ``net`` (trained as blue) plays red through the mirror,
+    each opponent plays blue through the mirror. Rows read from ``net``'s side: ``win`` and
+    ``blue_kills`` are its own, as in :func:`evaluate`."""
+    from battle_rl.opponents import MirroredOpponent
+    from battle_rl.sides import Mirrored
+
+    evaluator = evaluator or Evaluator()
+    me = as_policy(Mirrored(net).eval())
+    table = {}
+    for name, opp in opponents.items():
+        row = summarize(evaluator.play(MirroredOpponent(opp), me, episodes, seed))
+        for a, b in (("win", "lose"), ("blue_reward", "red_reward"),
+                     ("blue_reward_std", "red_reward_std"), ("blue_kills", "red_kills")):
+            row[a], row[b] = row[b], row[a]
+        table[name] = row
+    return table
+
+
 def format_table(table: dict) -> str:
     """Table I in the report's form: Win / Draw / Lose and mean +- std rewards per team."""
     header = f"{'Opponent':<12} {'Win':>4} {'Draw':>5} {'Lose':>5}   {'Blue reward':>16}   " \

@@ -196,6 +196,7 @@ def build(cfg: DictConfig, run_dir: Path):
             video_opponent=cfg.eval.video_opponent,
             video_dir=run_dir / "videos",
             max_train_seconds=cfg.eval.get("max_train_seconds"),
+            sides=tuple(cfg.eval.get("sides") or ("blue",)),
         )
     return module, dataset, eval_cb
 

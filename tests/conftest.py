@@ -62,6 +62,7 @@ def evaluate_policy_and_checkpoint(run_dir: Path, tmp_path: Path, max_cycles: in
 
 # a run that trains for seconds: short episodes, small buffer, few updates, no final eval
 TINY = (
+    "threads=1",  # tiny batches: a second torch thread only adds its overhead
     "env.max_cycles=20",
     "trainer.max_steps=30",
     "trainer.log_every_n_steps=10",

@@ -94,3 +94,34 @@ def test_max_time_budget_ends_cleanly_with_best_policy(tmp_path):
     assert (out / "eval_history.jsonl").read_text().splitlines()  # evaluations ran
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] > 10
+
+
+def test_evaluation_as_red_reads_from_the_learners_side():
+    """The shipped champion (trained as blue) plays red through the mirror and wins; the rows
+    count its wins and kills as its own, and passive_strict (it never attacks) kills nothing."""
+    from battle_rl.evaluation import Evaluator, evaluate_as_red
+    from battle_rl.networks import load_policy
+    from battle_rl.opponents import PassiveOpponent, RandomOpponent, champion_file
+
+    net = load_policy(champion_file())
+    table = evaluate_as_red(net, {"random": RandomOpponent(0),
+                                  "passive_strict": PassiveOpponent(attack=False)},
+                            episodes=2, evaluator=Evaluator(max_cycles=60))
+    assert table["random"]["win"] == 2 and table["random"]["lose"] == 0
+    assert table["random"]["blue_kills"] > 60 > table["random"]["red_kills"]
+    assert table["passive_strict"]["red_kills"] == 0
+
+
+def test_evaluation_during_training_on_both_sides(tmp_path):
+    out = tmp_path / "run"
+    overrides = [o for o in TINY if not o.startswith("eval.")]
+    r = run_script("train.py", *overrides, "eval.every_n_steps=10", "eval.episodes=1",
+                   "eval.opponents=[random]", "eval.sides=[blue,red]", "eval.final_episodes=0",
+                   f"hydra.run.dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = json.loads((out / "eval_history.jsonl").read_text().splitlines()[0])
+    assert set(first["table"]) == {"random", "random_as_red"}
+    assert "eval/win_rate/random_as_red" in first and "random_as_red" in r.stdout
+    bad = run_script("train.py", "eval.sides=[green]", f"hydra.run.dir={tmp_path / 'bad'}",
+                     timeout=60)
+    assert bad.returncode == 2 and "eval.sides" in bad.stderr
