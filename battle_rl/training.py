@@ -92,8 +92,7 @@ def resolve_threads(threads, devices=1) -> int:
     """``threads: auto``: the cores this process may use, shared among the processes of one
     machine (DDP ranks), at most 4. On the idle 2-core machine two threads make 1.3x (default
     network) to 1.5x (the champion's) the updates per second of one
-    (``benchmarks/learner_speed.py``); a busy machine is where ``threads=1`` pays, and sweeps
-    set it per job."""
+    (``benchmarks/learner_speed.py``); on a busy machine one thread is much faster."""
     if threads != "auto":
         return int(threads)
     local = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE")

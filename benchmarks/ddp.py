@@ -28,7 +28,8 @@ from pathlib import Path
 
 from common import OPPONENTS, ROOT, require_opponents, save
 
-PROCESSES = {1: ["trainer.devices=1"], 2: ["trainer=ddp"]}
+# threads=auto: one process runs a thread per core, two DDP processes one thread each
+PROCESSES = {1: ["trainer.devices=1", "threads=auto"], 2: ["trainer=ddp", "threads=auto"]}
 
 
 def train(run_dir: Path, overrides: list[str], timeout: float) -> float:
