@@ -21,8 +21,9 @@ from torch import nn
 
 from battle_rl.env import DEFAULT_REWARD, N_ACTIONS, OBS_SHAPE, BattleEnv, winner
 from battle_rl.mean_field import mean_action
-from battle_rl.opponents import NetOpponent, Opponent
+from battle_rl.opponents import MirroredOpponent, NetOpponent, Opponent
 from battle_rl.plot import plot_table
+from battle_rl.sides import Mirrored
 
 BLUE_STREAM = 2**31  # a random blue team draws from game seed + this, not red's stream
 
@@ -224,19 +225,14 @@ def evaluate_as_red(net: nn.Module, opponents: dict[str, Opponent], episodes: in
     """Table I with the sides swapped: ``net`` (trained as blue) plays red through the mirror,
     each opponent plays blue through the mirror. Rows read from ``net``'s side: ``win`` and
     ``blue_kills`` are its own, as in :func:`evaluate`."""
-    from battle_rl.opponents import MirroredOpponent
-    from battle_rl.sides import Mirrored
-
     evaluator = evaluator or Evaluator()
     me = as_policy(Mirrored(net).eval())
-    table = {}
-    for name, opp in opponents.items():
-        row = summarize(evaluator.play(MirroredOpponent(opp), me, episodes, seed))
-        for a, b in (("win", "lose"), ("blue_reward", "red_reward"),
-                     ("blue_reward_std", "red_reward_std"), ("blue_kills", "red_kills")):
-            row[a], row[b] = row[b], row[a]
-        table[name] = row
-    return table
+    swap = {"win": "lose", "lose": "win", "blue_reward": "red_reward", "red_reward": "blue_reward",
+            "blue_reward_std": "red_reward_std", "red_reward_std": "blue_reward_std",
+            "blue_kills": "red_kills", "red_kills": "blue_kills"}
+    return {name: {swap.get(k, k): v for k, v in
+                   summarize(evaluator.play(MirroredOpponent(opp), me, episodes, seed)).items()}
+            for name, opp in opponents.items()}
 
 
 def format_table(table: dict) -> str:
