@@ -21,7 +21,7 @@ from battle_rl.buffer import ReplayBuffer, TeamReplayBuffer
 from battle_rl.env import N_ACTIONS, OBS_SHAPE, BattleEnv, other
 from battle_rl.mean_field import mean_action
 from battle_rl.opponents import Opponent
-from battle_rl.sides import ACTION_MIRROR, mirror_obs_hwc
+from battle_rl.sides import ACTION_MIRROR, flip_y_rows, mirror_obs_hwc
 
 _MIRROR = np.array(ACTION_MIRROR)
 
@@ -70,13 +70,14 @@ class RolloutDataset(IterableDataset):
         seed: int = 0,
         team: str = "blue",
         both_teams: bool = False,
+        flip_y: bool = False,
     ):
         super().__init__()
         self.env, self.opponent, self.learner, self.buffer = env, opponent, learner, buffer
         self.batch_size, self.epsilon_schedule = batch_size, epsilon
         self.updates_per_cycle, self.warmup = updates_per_cycle, max(warmup, batch_size)
         self.max_episodes, self.seed, self.team = max_episodes, seed, team
-        self.both_teams = both_teams
+        self.both_teams, self.flip_y = both_teams, flip_y
         if buffer.n_agents != env.n_agents * (2 if both_teams else 1):
             raise ValueError(f"the replay buffer needs {'2 x ' if both_teams else ''}"
                              f"{env.n_agents} slots, it has {buffer.n_agents}")
@@ -202,7 +203,10 @@ class RolloutDataset(IterableDataset):
             if self._ends() and credit < 1.0:
                 break
             credit -= 1.0
-            batch = {k: torch.from_numpy(v) for k, v in self.buffer.sample(self.batch_size).items()}
+            batch = self.buffer.sample(self.batch_size)
+            if self.flip_y:  # half of the rows, at random, seen top-bottom mirrored
+                flip_y_rows(batch, self.rng.random(self.batch_size) < 0.5)
+            batch = {k: torch.from_numpy(v) for k, v in batch.items()}
             self._rollout_seconds += time.perf_counter() - t0
             self.batches += 1
             yield batch

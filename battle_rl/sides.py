@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,17 +21,34 @@ ATTACKS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0,
 OFFSETS = MOVES + ATTACKS  # action -> (dy, dx)
 
 
-def _mirror_table() -> list[int]:
-    """Action a -> the action with the same dy and -dx, in the same family (move/attack)."""
+def _mirror_table(sy: int = 1, sx: int = -1) -> list[int]:
+    """Action a -> the action with offset (sy*dy, sx*dx), in the same family (move/attack)."""
     table = []
     for a, (dy, dx) in enumerate(OFFSETS):
         family = MOVES if a < len(MOVES) else ATTACKS
         base = 0 if a < len(MOVES) else len(MOVES)
-        table.append(base + family.index((dy, -dx)))
+        table.append(base + family.index((sy * dy, sx * dx)))
     return table
 
 
-ACTION_MIRROR = _mirror_table()
+ACTION_MIRROR = _mirror_table()            # left-right: blue <-> red
+ACTION_FLIP_Y = _mirror_table(sy=-1, sx=1)  # top-bottom: the map's symmetry within a side
+_FLIP_Y = np.array(ACTION_FLIP_Y)
+
+
+def flip_y_rows(batch: dict, rows) -> dict:
+    """Replace rows ``rows`` of a replay batch (numpy, HWC observations) by their top-bottom
+    mirror image: views flipped along y, actions and mean actions mirrored. The local rules
+    of the game do not change under this flip, so a transition seen flipped is one more the
+    agent could have played (data augmentation; the spawn squares are symmetric up to a cell).
+    """
+    for key in ("obs", "next_obs"):
+        batch[key][rows] = batch[key][rows, ::-1]
+    batch["action"][rows] = _FLIP_Y[batch["action"][rows]]
+    for key in ("mean_action", "next_mean_action"):
+        if key in batch:
+            batch[key][rows] = batch[key][rows][:, _FLIP_Y]
+    return batch
 
 
 def mirror_obs_hwc(obs):

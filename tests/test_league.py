@@ -20,7 +20,7 @@ from battle_rl.networks import CourseQNetwork, QNetwork, export_policy, greedy_a
 from battle_rl.opponents import (MirroredOpponent, MixOpponent, NetOpponent, RandomOpponent,
                                  ScriptedOpponent, SelfPlayPool, find_pool, make_mix,
                                  make_opponent)
-from battle_rl.sides import ACTION_MIRROR, Mirrored
+from battle_rl.sides import ACTION_FLIP_Y, ACTION_MIRROR, Mirrored
 from battle_rl import tournament
 
 from conftest import TINY, needs_opponents, run_script
@@ -155,12 +155,31 @@ def test_both_teams_stores_the_other_team_mirrored():
         RolloutDataset(env, red, None, ReplayBuffer(2000, 81), 8, EpsilonSchedule(), both_teams=True)
 
 
+def test_flip_y_yields_half_the_batch_mirrored_top_bottom():
+    """hparams.flip_y: each sampled row is itself or its top-bottom image, about half each."""
+    env = BattleEnv(max_cycles=5)
+    data = RolloutDataset(env, ScriptedOpponent(+1), learner=None,
+                          buffer=ReplayBuffer(2000, 81, seed=0), batch_size=400,
+                          epsilon=EpsilonSchedule(1.0, 1.0, 0), warmup=400, seed=0, flip_y=True)
+    batch = next(iter(data))
+    stored = {row.tobytes(): int(data.buffer.action[i])
+              for i, row in enumerate(data.buffer.obs[:len(data.buffer)])}
+    flipped = 0
+    for obs, action in zip(batch["obs"].numpy(), batch["action"].numpy()):
+        if obs.tobytes() not in stored:  # only its top-bottom image was stored
+            assert stored[obs[::-1].tobytes()] == ACTION_FLIP_Y[action]
+            flipped += 1
+    assert 100 < flipped < 300
+    with pytest.raises(ConfigError, match="hparams.flip_y"):
+        validate_train(compose_overrides("config", ["algo=qmix", "+hparams.flip_y=true"]))
+
+
 def test_self_play_training_run_exports_snapshots_and_resumes(tmp_path):
     out = tmp_path / "run"
     tiny = [o for o in TINY if not o.startswith(("opponent=", "hparams.buffer_size"))]
     r = run_script("train.py", *tiny, "opponent=mix", "opponent.weights.self_play=3",
                    "opponent.weights.pretrained=0", "opponent.weights.final=0",
-                   "hparams.buffer_size=3000", "hparams.both_teams=true",
+                   "hparams.buffer_size=3000", "hparams.both_teams=true", "hparams.flip_y=true",
                    "self_play.every_n_steps=10", f"hydra.run.dir={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     snaps = sorted(out.glob("snapshots/step-*.pt"))

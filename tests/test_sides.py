@@ -10,7 +10,8 @@ from battle_rl.env import BattleEnv
 from battle_rl.evaluation import Evaluator, summarize
 from battle_rl.networks import QNetwork
 from battle_rl.opponents import ScriptedOpponent
-from battle_rl.sides import ACTION_MIRROR, ATTACKS, MOVES, OFFSETS, Mirrored, mirror_obs_hwc
+from battle_rl.sides import (ACTION_FLIP_Y, ACTION_MIRROR, ATTACKS, MOVES, OFFSETS, Mirrored,
+                             flip_y_rows, mirror_obs_hwc)
 
 
 def test_mirror_maps_every_action_twice_back_to_itself():
@@ -43,6 +44,39 @@ def test_observation_x_axis_is_columns():
     i = int(np.flatnonzero(pos[:, 0] == 1)[0])
     walls = np.argwhere(obs[i, :, :, 0] > 0)
     assert set(walls[:, 1]) == {6 - 1}
+
+
+def test_observation_y_axis_is_rows():
+    """The wall at y = 0 appears in the row above the centre for an agent at y = 1: the
+    top-bottom flip of the augmentation (hparams.flip_y) reverses axis H."""
+    env = BattleEnv(max_cycles=20)
+    env.reset(seed=0)
+    for _ in range(8):  # walk the red team up (dy = -2) until its top row reaches y = 1
+        step = env.step({"red": np.full(81, MOVES.index((-2, 0))), "blue": np.full(81, 6)})
+    pos = env.engine.get_pos(env.handles[0])
+    top = int(np.flatnonzero((pos[:, 1] == 1) & (pos[:, 0] >= 7))[0])  # no side wall in view
+    walls = np.argwhere(step.obs["red"][top, :, :, 0] > 0)
+    assert set(walls[:, 0]) == {6 - 1}
+
+
+def test_flip_y_mirrors_rows_actions_and_mean_actions():
+    assert sorted(ACTION_FLIP_Y) == list(range(21))
+    for a, b in enumerate(ACTION_FLIP_Y):
+        assert OFFSETS[b] == (-OFFSETS[a][0], OFFSETS[a][1]) and ACTION_FLIP_Y[b] == a
+    rng = np.random.default_rng(0)
+    batch = {"obs": rng.integers(0, 9, (4, 13, 13, 5)).astype(np.uint8),
+             "next_obs": rng.integers(0, 9, (4, 13, 13, 5)).astype(np.uint8),
+             "action": np.array([0, 13, 6, 18]), "reward": np.ones(4, np.float32),
+             "mean_action": rng.random((4, 21)).astype(np.float32)}
+    before = {k: v.copy() for k, v in batch.items()}
+    rows = np.array([True, True, False, False])
+    flip_y_rows(batch, rows)
+    assert np.array_equal(batch["obs"][0], before["obs"][0][::-1])
+    assert np.array_equal(batch["next_obs"][1], before["next_obs"][1][::-1])
+    assert batch["action"].tolist() == [12, 18, 6, 18]  # up <-> down; unflipped rows kept
+    assert np.array_equal(batch["mean_action"][0, ACTION_FLIP_Y], before["mean_action"][0])
+    for k in ("obs", "next_obs", "mean_action"):
+        assert np.array_equal(batch[k][2:], before[k][2:])
 
 
 def test_mirrored_network_is_flip_and_action_mirror():

@@ -78,6 +78,7 @@ class DQN(pl.LightningModule):
             max_episodes=hparams.episodes,
             seed=seed,
             both_teams=both,
+            flip_y=bool(hparams.get("flip_y", False)),
         )
 
     dataset_class = RolloutDataset  # the rollout stream (MF-Q: with the mean actions)
