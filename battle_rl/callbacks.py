@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from battle_rl.evaluation import Evaluator, evaluate, evaluate_as_red
-from battle_rl.opponents import Opponent
+from battle_rl.league.opponents import Opponent
 
 
 class EvalCallback(pl.Callback):
@@ -49,7 +49,7 @@ class EvalCallback(pl.Callback):
         self.streak = 0
         self.max_train_seconds = max_train_seconds
         self._start = None
-        # a battle video to W&B every `video_every` evaluations (settings: battle_rl.video)
+        # a battle video to W&B every `video_every` evaluations (settings: battle_rl.outputs.video)
         self.video_every, self.video, self.video_dir = video_every, video, Path(video_dir)
         self.video_opponent = video_opponent or list(opponents)[-1]
         self.evaluations = 0
@@ -126,7 +126,7 @@ class EvalCallback(pl.Callback):
     def _log_video(self, trainer, net) -> None:
         """One battle against ``video_opponent``, written to ``video_dir`` and logged to W&B
         (its time counts as evaluation time)."""
-        from battle_rl.video import record_battle
+        from battle_rl.outputs.video import record_battle
 
         step, name = trainer.global_step, self.video_opponent
         v = record_battle(net, self.opponents[name], self.video_dir / f"step-{step:06d}-{name}",

@@ -164,7 +164,7 @@ def _check_eval_opponent(key: str, name: str, named: tuple = ()) -> None:
     if name == "self_play":
         raise ConfigError(f"{key}: 'self_play' is a training opponent only (it needs a "
                           f"learner to copy); evaluate against an exported snapshot with "
-                          f"python -m battle_rl.tournament")
+                          f"python -m battle_rl.league.tournament")
     if name not in EVAL_OPPONENT_NAMES:
         raise ConfigError(f"{key}: unknown opponent {name!r} "
                           f"(choose from: {', '.join(EVAL_OPPONENT_NAMES + named)})")

@@ -19,9 +19,9 @@ from torch.utils.data import IterableDataset
 
 from battle_rl.buffer import ReplayBuffer, TeamReplayBuffer
 from battle_rl.env import N_ACTIONS, OBS_SHAPE, BattleEnv, other
+from battle_rl.league.opponents import Opponent
+from battle_rl.league.sides import ACTION_MIRROR, flip_y_rows, mirror_obs_hwc
 from battle_rl.mean_field import mean_action
-from battle_rl.opponents import Opponent
-from battle_rl.sides import ACTION_MIRROR, flip_y_rows, mirror_obs_hwc
 
 _MIRROR = np.array(ACTION_MIRROR)
 

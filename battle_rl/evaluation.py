@@ -20,10 +20,10 @@ import numpy as np
 from torch import nn
 
 from battle_rl.env import DEFAULT_REWARD, N_ACTIONS, OBS_SHAPE, BattleEnv, winner
+from battle_rl.league.opponents import MirroredOpponent, NetOpponent, Opponent
+from battle_rl.league.sides import Mirrored
 from battle_rl.mean_field import mean_action
-from battle_rl.opponents import MirroredOpponent, NetOpponent, Opponent
-from battle_rl.plot import plot_table
-from battle_rl.sides import Mirrored
+from battle_rl.outputs.plot import plot_table
 
 BLUE_STREAM = 2**31  # a random blue team draws from game seed + this, not red's stream
 
@@ -263,10 +263,10 @@ def run_evaluation(cfg, run_dir: Path) -> dict:
     from hydra.utils import to_absolute_path
 
     from battle_rl.config import validate_eval
+    from battle_rl.league.opponents import (SHIPPED, check_opponent, command_line_opponents,
+                                            leave_out_missing, left_out_notice, make_opponent,
+                                            write_opponents_record)
     from battle_rl.networks import load_policy
-    from battle_rl.opponents import (SHIPPED, check_opponent, command_line_opponents,
-                                     leave_out_missing, left_out_notice, make_opponent,
-                                     write_opponents_record)
 
     validate_eval(cfg)
     odir = Path(to_absolute_path(str(cfg.opponents_dir)))
@@ -279,7 +279,7 @@ def run_evaluation(cfg, run_dir: Path) -> dict:
         check_opponent(name, odir)
     video = None
     if cfg.get("video", False):  # off: no render mode, no pygame / ffmpeg, nothing imported
-        from battle_rl.video import VideoSettings
+        from battle_rl.outputs.video import VideoSettings
 
         video = VideoSettings.from_config(cfg)
     torch.set_num_threads(int(cfg.threads))
@@ -294,7 +294,7 @@ def run_evaluation(cfg, run_dir: Path) -> dict:
     print(f"played in {table_seconds:.2f} s ({len(table)} opponents x {int(cfg.episodes)} games, "
           f"{int(cfg.workers)} worker(s))", flush=True)
     if video is not None:
-        from battle_rl.video import record_battles
+        from battle_rl.outputs.video import record_battles
 
         t0 = time.perf_counter()
         for name, v in record_battles(policy, opponents, run_dir / "videos", video,

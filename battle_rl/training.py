@@ -21,17 +21,17 @@ from torch.utils.data import DataLoader
 from battle_rl.callbacks import (EvalCallback, GracefulStop, ReplayCheckpoint, SelfPlaySnapshots,
                                  SyncStop)
 from battle_rl.config import ConfigError, validate_train
-from battle_rl.display import BattleProgressBar, print_config
 from battle_rl.distributed import check_launch, own_stream
 from battle_rl.env import BattleEnv
 from battle_rl.evaluation import evaluate, format_table, write_eval_json
-from battle_rl.loggers import (check_writable, close_logger, make_loggers, start_wandb,
-                               where_line)
+from battle_rl.league.opponents import (SHIPPED, check_opponent, command_line_opponents, find_pool,
+                                        leave_out_missing, left_out_notice, make_mix, make_opponent,
+                                        write_opponents_record)
 from battle_rl.networks import export_policy
-from battle_rl.opponents import (SHIPPED, check_opponent, command_line_opponents, find_pool,
-                                 leave_out_missing, left_out_notice, make_mix, make_opponent,
-                                 write_opponents_record)
-from battle_rl.plot import plot_table
+from battle_rl.outputs.display import BattleProgressBar, print_config
+from battle_rl.outputs.loggers import (check_writable, close_logger, make_loggers, start_wandb,
+                                       where_line)
+from battle_rl.outputs.plot import plot_table
 from battle_rl.resume import check_compatible, find_checkpoint, load_replay, replay_file
 from battle_rl.safe_load import torch_load
 
@@ -203,7 +203,7 @@ def build(cfg: DictConfig, run_dir: Path):
 def _video_settings(eval_cfg: DictConfig):
     if eval_cfg.video_every <= 0:
         return None
-    from battle_rl.video import VideoSettings  # rendering code only when videos are on
+    from battle_rl.outputs.video import VideoSettings  # rendering code only when videos are on
 
     return VideoSettings.from_config(eval_cfg)
 

@@ -37,8 +37,8 @@ from battle_rl.algos.ddqn import td_target  # noqa: E402
 from battle_rl.algos.qmix import QMIX  # noqa: E402
 from battle_rl.buffer import TeamReplayBuffer  # noqa: E402
 from battle_rl.env import BattleEnv  # noqa: E402
+from battle_rl.league.opponents import make_opponent  # noqa: E402
 from battle_rl.networks import greedy_actions  # noqa: E402
-from battle_rl.opponents import make_opponent  # noqa: E402
 from battle_rl.safe_load import torch_load  # noqa: E402
 
 

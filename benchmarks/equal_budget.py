@@ -4,7 +4,7 @@ Every (algorithm, seed) trains through ``train.py`` for the same wall-clock time
 (``trainer.max_time``: rollouts, updates and whatever else the run does), with no early stop and
 no evaluation during training by default, so the whole budget trains and the exported policy
 holds the last weights. The policies then play a round-robin tournament
-(``battle_rl.tournament``: every pair, both sides, Elo with 95% intervals) together with the
+(``battle_rl.league.tournament``: every pair, both sides, Elo with 95% intervals) together with the
 scripted agent and the shipped champion (``--with`` changes the guests).
 
     python benchmarks/equal_budget.py --algos ddqn mfq vdn qmix --minutes 5 --seeds 0
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from battle_rl import tournament
+    from battle_rl.league import tournament
 
     torch.set_num_threads(args.threads)
     agents = [f"{r['name']}={ROOT / r['policy']}" for r in runs if not r["returncode"]]

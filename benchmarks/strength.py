@@ -44,7 +44,7 @@ BUILT_IN = ["random", "pretrained", "final", "scripted", "passive", "passive_str
 
 def gauntlet_specs() -> list[str]:
     """The gauntlet's agents as tournament specs (name=agent); missing course nets left out."""
-    from battle_rl.opponents import COURSE_FILES
+    from battle_rl.league.opponents import COURSE_FILES
 
     specs = []
     for name in BUILT_IN:
@@ -94,7 +94,7 @@ def play(policies: dict[str, str], episodes: int, seed: int, workers: int, log=p
          max_cycles: int = 300) -> list:
     """Every policy against every gauntlet opponent, ``episodes`` games on each side."""
     from battle_rl.evaluation import Evaluator
-    from battle_rl.tournament import parse_entrant, play_round_robin
+    from battle_rl.league.tournament import parse_entrant, play_round_robin
 
     evaluator = Evaluator(max_cycles=max_cycles, workers=workers)
     opponents = [parse_entrant(s, OPPONENTS) for s in gauntlet_specs()]
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             policies[f"{args.label}-s{seed}"] = run["policy"]
     games = play(policies, args.episodes, args.seed, args.workers,
                  log=lambda m: print(m, flush=True), max_cycles=args.max_cycles)
-    from battle_rl.tournament import summarize
+    from battle_rl.league.tournament import summarize
 
     names = list(dict.fromkeys([n for g in games for n in (g["blue"], g["red"])]))
     ratings = summarize(names, games)["ratings"]

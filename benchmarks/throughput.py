@@ -72,7 +72,7 @@ def evaluator_rate(policy, games: int, workers: int) -> float:
     """agent-steps/s of the evaluator: 15 games in lockstep per worker thread, both teams
     one batched forward each per cycle (red: a network opponent)."""
     from battle_rl.evaluation import Evaluator
-    from battle_rl.opponents import NetOpponent
+    from battle_rl.league.opponents import NetOpponent
 
     ev = Evaluator(max_cycles=300, n_envs=15, workers=workers)
     red = NetOpponent(policy["red"], "red")

@@ -11,4 +11,4 @@ dir="multirun/grid-ray/$(date +%Y-%m-%d_%H-%M-%S)"
 start=$(date +%s)
 python train.py -m +sweep=grid +budget=tiny hydra/launcher=ray_local "hydra.sweep.dir=$dir" "$@"
 echo "sweep finished in $(( $(date +%s) - start )) s: $dir"
-python -m battle_rl.report "$dir"
+python -m battle_rl.outputs.report "$dir"

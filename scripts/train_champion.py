@@ -5,7 +5,7 @@
 1. trains with ``conf/experiment/<--experiment>.yaml`` (default ``champion``; self-play against a diverse pool: the
    scripted agent, both course nets, random and the learner's own snapshots) for
    ``--minutes`` of wall-clock time; ``policy.pt`` is the best evaluation during training;
-2. plays a tournament (``battle_rl.tournament``) of the result against the scripted agent,
+2. plays a tournament (``battle_rl.league.tournament``) of the result against the scripted agent,
    ``red.pt``, ``red_final.pt``, random and a self-play snapshot from halfway through
    training, ``--episodes`` games per side per pair: this gives the acceptance numbers (the
    champion as blue against ``red_final.pt``, and as red, mirrored, against
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from battle_rl.config import compose_overrides, validate_train
     from battle_rl.errors import ConfigError, PolicyLoadError
-    from battle_rl.opponents import CHAMPION_PATH
-    from battle_rl.tournament import run as tournament
+    from battle_rl.league.opponents import CHAMPION_PATH
+    from battle_rl.league.tournament import run as tournament
     from battle_rl.training import opponents_dir, train
 
     out = Path(args.out).resolve()

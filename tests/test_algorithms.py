@@ -16,10 +16,10 @@ from omegaconf import open_dict
 
 from battle_rl.config import ConfigError, compose_overrides, validate_train
 from battle_rl.evaluation import Evaluator, evaluate
+from battle_rl.league.opponents import NetOpponent, RandomOpponent
+from battle_rl.league.sides import Mirrored
 from battle_rl.networks import load_policy
-from battle_rl.opponents import NetOpponent, RandomOpponent
 from battle_rl.safe_load import torch_load
-from battle_rl.sides import Mirrored
 
 ROOT = Path(__file__).resolve().parent.parent
 ALGOS = sorted(p.stem for p in (ROOT / "conf" / "algo").glob("*.yaml")

@@ -202,7 +202,7 @@ def test_named_course_opponent_without_its_file_is_an_error(tmp_path, script, ar
 
 @needs_opponents
 def test_with_course_files_nothing_is_left_out(tmp_path):
-    from battle_rl.opponents import leave_out_missing, named_on_command_line
+    from battle_rl.league.opponents import leave_out_missing, named_on_command_line
 
     names = ["random", "pretrained", "final", "scripted"]
     assert leave_out_missing(names, OPPONENTS, set()) == (names, [])
@@ -225,7 +225,7 @@ def test_debug_shows_other_libraries_again(tmp_path):
 
 def test_tournament_defaults_without_course_files(tmp_path):
     out = tmp_path / "t"
-    r = subprocess.run([sys.executable, "-m", "battle_rl.tournament", "--episodes", "1",
+    r = subprocess.run([sys.executable, "-m", "battle_rl.league.tournament", "--episodes", "1",
                         "--max-cycles", "3", "--bootstrap", "10", "--opponents-dir",
                         str(tmp_path), "--out", str(out)], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)

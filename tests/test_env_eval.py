@@ -8,8 +8,8 @@ import torch
 
 from battle_rl.env import BattleEnv, winner
 from battle_rl.evaluation import Evaluator, summarize
+from battle_rl.league.opponents import RandomOpponent, make_mix
 from battle_rl.networks import QNetwork
-from battle_rl.opponents import RandomOpponent, make_mix
 
 from conftest import needs_opponents
 
@@ -98,7 +98,7 @@ def test_same_seed_replays_same_episode():
 @pytest.mark.parametrize("red_kind", ["net", "random"])
 def test_results_do_not_depend_on_batching_or_threads(red_kind):
     """Game i is the game of seed + i, however many games run side by side or in threads."""
-    from battle_rl.opponents import NetOpponent
+    from battle_rl.league.opponents import NetOpponent
 
     torch.manual_seed(0)
     net = QNetwork().eval()

@@ -10,18 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from battle_rl import elo, opponents
 from battle_rl.buffer import ReplayBuffer, quantize
 from battle_rl.config import ConfigError, compose_overrides, validate_train
 from battle_rl.data import EpsilonSchedule, RolloutDataset
 from battle_rl.env import OBS_SHAPE, TEAMS, BattleEnv
 from battle_rl.evaluation import Evaluator
+from battle_rl.league import elo, opponents, tournament
+from battle_rl.league.opponents import (MirroredOpponent, MixOpponent, NetOpponent, RandomOpponent,
+                                        ScriptedOpponent, SelfPlayPool, find_pool, make_mix,
+                                        make_opponent)
+from battle_rl.league.sides import ACTION_FLIP_Y, ACTION_MIRROR, Mirrored
 from battle_rl.networks import CourseQNetwork, QNetwork, export_policy, greedy_actions
-from battle_rl.opponents import (MirroredOpponent, MixOpponent, NetOpponent, RandomOpponent,
-                                 ScriptedOpponent, SelfPlayPool, find_pool, make_mix,
-                                 make_opponent)
-from battle_rl.sides import ACTION_FLIP_Y, ACTION_MIRROR, Mirrored
-from battle_rl import tournament
 
 from conftest import TINY, needs_opponents, run_script
 

@@ -13,10 +13,10 @@ from battle_rl.algos.mfq import MFQ, mean_field_target
 from battle_rl.buffer import MeanActionReplayBuffer
 from battle_rl.env import N_ACTIONS, OBS_SHAPE
 from battle_rl.evaluation import Evaluator
+from battle_rl.league.opponents import NetOpponent, RandomOpponent
+from battle_rl.league.sides import ACTION_MIRROR, Mirrored
 from battle_rl.mean_field import MeanFieldQNetwork, mean_action
 from battle_rl.networks import export_policy, load_policy
-from battle_rl.opponents import NetOpponent, RandomOpponent
-from battle_rl.sides import ACTION_MIRROR, Mirrored
 
 MIRROR = torch.tensor(ACTION_MIRROR)
 
@@ -184,7 +184,7 @@ def test_other_policies_still_get_one_argument():
 
 
 def test_self_play_snapshots_of_mf_q_get_their_mean_action():
-    from battle_rl.opponents import SelfPlayPool
+    from battle_rl.league.opponents import SelfPlayPool
 
     pool = SelfPlayPool(seed=0).bind(Counter())
     pool.snapshot(0)

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from battle_rl.algos.ppo import PPO
 from battle_rl.data import OnPolicyDataset, gae
 from battle_rl.env import OBS_SHAPE, Step
+from battle_rl.league.opponents import RandomOpponent, make_opponent
 from battle_rl.networks import export_policy
-from battle_rl.opponents import RandomOpponent, make_opponent
 
 from test_algorithms import tiny_train
 

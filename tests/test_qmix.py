@@ -13,9 +13,9 @@ from battle_rl.algos.qmix import QMIX
 from battle_rl.buffer import TeamReplayBuffer
 from battle_rl.env import OBS_SHAPE
 from battle_rl.evaluation import Evaluator
+from battle_rl.league.opponents import RandomOpponent
 from battle_rl.mixing import AgentQNetwork, QMixer, VDNMixer
 from battle_rl.networks import export_policy, greedy_actions, load_policy
-from battle_rl.opponents import RandomOpponent
 
 from conftest import TINY, evaluate_policy_and_checkpoint, run_script
 

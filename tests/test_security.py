@@ -20,13 +20,13 @@ import pytest
 import torch
 import yaml
 
-from battle_rl import tournament
 from battle_rl.algos.ddqn import DQN
 from battle_rl.config import compose_overrides
 from battle_rl.errors import ConfigError, PolicyLoadError
 from battle_rl.evaluation import run_evaluation
+from battle_rl.league import tournament
+from battle_rl.league.opponents import make_opponent
 from battle_rl.networks import QNetwork, export_policy, load_course_net, load_policy
-from battle_rl.opponents import make_opponent
 from battle_rl.resume import find_checkpoint, load_replay, resume_argv
 from battle_rl.safe_load import torch_load
 from battle_rl.training import SafeCheckpointIO, init_weights, train
@@ -152,7 +152,7 @@ def test_entry_points_print_one_line_and_exit_2(evil, tmp_path):
     """As a user would type them: exit status 2, one line on stderr, the marker absent."""
     commands = [
         [str(ROOT / "evaluate.py"), f"checkpoint={evil['pt']}", f"hydra.run.dir={tmp_path}/e"],
-        ["-m", "battle_rl.tournament", "random", f"course:{evil['pt']}", "--out",
+        ["-m", "battle_rl.league.tournament", "random", f"course:{evil['pt']}", "--out",
          str(tmp_path / "t")],
         [str(ROOT / "train.py"), *TINY, f"resume={evil['ckpt']}"],
     ]

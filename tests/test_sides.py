@@ -8,10 +8,10 @@ import torch
 
 from battle_rl.env import BattleEnv
 from battle_rl.evaluation import Evaluator, summarize
+from battle_rl.league.opponents import ScriptedOpponent
+from battle_rl.league.sides import (ACTION_FLIP_Y, ACTION_MIRROR, ATTACKS, MOVES, OFFSETS, Mirrored,
+                                    flip_y_rows, mirror_obs_hwc)
 from battle_rl.networks import QNetwork
-from battle_rl.opponents import ScriptedOpponent
-from battle_rl.sides import (ACTION_FLIP_Y, ACTION_MIRROR, ATTACKS, MOVES, OFFSETS, Mirrored,
-                             flip_y_rows, mirror_obs_hwc)
 
 
 def test_mirror_maps_every_action_twice_back_to_itself():

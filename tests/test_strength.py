@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from battle_rl.env import BattleEnv
-from battle_rl.opponents import PassiveOpponent, make_opponent
-from battle_rl.sides import ATTACKS, MOVES
+from battle_rl.league.opponents import PassiveOpponent, make_opponent
+from battle_rl.league.sides import ATTACKS, MOVES
 
 ROOT = Path(__file__).resolve().parent.parent
 STAY = MOVES.index((0, 0))
@@ -56,7 +56,7 @@ def test_passive_retreats_to_its_own_edge_and_holds(team):
 def test_passive_is_deterministic_under_a_seed():
     """Against a team that comes to fight: the same seed replays the same game, fights and
     deaths included."""
-    from battle_rl.opponents import ScriptedOpponent
+    from battle_rl.league.opponents import ScriptedOpponent
 
     a = play(5, cycles=120, other_policy=ScriptedOpponent(advance_dx=-1))
     b = play(5, cycles=120, other_policy=ScriptedOpponent(advance_dx=-1))

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from battle_rl.loggers import sweep_group
-from battle_rl.report import main as report_main
-from battle_rl.report import parse_override, short_keys, write_report
+from battle_rl.outputs.loggers import sweep_group
+from battle_rl.outputs.report import main as report_main
+from battle_rl.outputs.report import parse_override, short_keys, write_report
 
 from conftest import ROOT, run_script
 
@@ -99,7 +99,7 @@ def test_run_tags_fit_wandb_limit():
     """A long opponent mix makes a long tag; W&B refuses tags over 64 characters (the run
     would not start), so they are shortened."""
     from battle_rl.config import compose_overrides
-    from battle_rl.loggers import run_tags
+    from battle_rl.outputs.loggers import run_tags
 
     names = ["rival_number_one", "rival_number_two", "rival_number_three"]
     cfg = compose_overrides("config", [f"+opponent.weights.{n}=1" for n in names])
@@ -215,7 +215,7 @@ def test_report_cli(synthetic_sweep, capsys):
     assert report_main([str(synthetic_sweep), "--no-plots"]) == 0
     assert "| job |" in capsys.readouterr().out
     assert not (synthetic_sweep / "win_rate.png").exists()
-    r = subprocess.run([sys.executable, "-m", "battle_rl.report", str(synthetic_sweep)],
+    r = subprocess.run([sys.executable, "-m", "battle_rl.outputs.report", str(synthetic_sweep)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (synthetic_sweep / "win_rate.png").is_file()
@@ -293,7 +293,7 @@ def check_sweep(sweep: Path, expected: list[dict]) -> list:
 
 
 def check_report(sweep: Path, n: int) -> None:
-    r = subprocess.run([sys.executable, "-m", "battle_rl.report", str(sweep)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "battle_rl.outputs.report", str(sweep)], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     header, rows = read_md_table((sweep / "report.md").read_text())

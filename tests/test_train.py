@@ -100,8 +100,8 @@ def test_evaluation_as_red_reads_from_the_learners_side():
     """The shipped champion (trained as blue) plays red through the mirror and wins; the rows
     count its wins and kills as its own, and passive_strict (it never attacks) kills nothing."""
     from battle_rl.evaluation import Evaluator, evaluate_as_red
+    from battle_rl.league.opponents import PassiveOpponent, RandomOpponent, champion_file
     from battle_rl.networks import load_policy
-    from battle_rl.opponents import PassiveOpponent, RandomOpponent, champion_file
 
     net = load_policy(champion_file())
     table = evaluate_as_red(net, {"random": RandomOpponent(0),

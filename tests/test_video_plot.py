@@ -15,15 +15,15 @@ from PIL import Image
 
 from conftest import ROOT, TINY, run_script
 from battle_rl.evaluation import Evaluator
+from battle_rl.league.opponents import NetOpponent, RandomOpponent
 from battle_rl.networks import build_q_network, export_policy
-from battle_rl.opponents import NetOpponent, RandomOpponent
-from battle_rl.video import COLORS, HEADER, VideoSettings, record_battle
+from battle_rl.outputs.video import COLORS, HEADER, VideoSettings, record_battle
 
 FRAME = (8 * 45 + 16 + HEADER, 8 * 45)  # (height, width) of a 45x45 map with the score header
 
 
 def plot_command(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "battle_rl.plot", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "battle_rl.outputs.plot", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -162,7 +162,8 @@ def csv_logger(run_dir: Path, append: bool = False):
 
 def make_loggers(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = False) -> list:
     """The chosen logger, and beside W&B a CSV copy: W&B keeps its records in a binary log
-    that only its own tools read, and ``python -m battle_rl.plot`` draws from local files."""
+    that only its own tools read, and ``python -m battle_rl.outputs.plot`` draws from local
+    files."""
     logger = make_logger(cfg, run_dir, run_name, resuming)
     if not logger:
         return []

@@ -1,4 +1,4 @@
-"""Offline report of a Hydra sweep: ``python -m battle_rl.report <sweep dir>``.
+"""Offline report of a Hydra sweep: ``python -m battle_rl.outputs.report <sweep dir>``.
 
 Reads only what battle-rl itself wrote into the sweep folder (no W&B server, none of W&B's
 files): for every job folder, the overrides (``.hydra/overrides.yaml``), the final Table I
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from battle_rl.loggers import WANDB_RUN_FILE
+from battle_rl.outputs.loggers import WANDB_RUN_FILE
 
 MISSING = "—"
 
@@ -147,7 +147,7 @@ def load_run(path: Path, sweep_dir: Path) -> Run:
     csvs = sorted(p for p in path.rglob("metrics.csv") if "wandb" not in p.parts)
     if csvs:
         run.metrics, run.metrics_source = _read_csv_metrics(csvs[0]), "csv"
-    if (path / WANDB_RUN_FILE).is_file():  # written by battle_rl.loggers as the run starts
+    if (path / WANDB_RUN_FILE).is_file():  # written by battle_rl.outputs.loggers as the run starts
         try:
             wb = json.loads((path / WANDB_RUN_FILE).read_text())
             run.wandb_id, run.wandb_group = wb.get("id", ""), wb.get("group") or ""
@@ -418,7 +418,7 @@ def write_report(sweep_dir: str | Path, target: float = 1.0, plots: bool = True)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m battle_rl.report",
+        prog="python -m battle_rl.outputs.report",
         description="Offline report of a Hydra sweep folder (multirun/...): report.md, "
                     "report.csv and PNG plots, written into that folder.")
     parser.add_argument("sweep_dir", help="the sweep's folder (hydra.sweep.dir)")

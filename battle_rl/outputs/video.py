@@ -20,9 +20,9 @@ from torch import nn
 
 from battle_rl.config import ConfigError
 from battle_rl.env import DEFAULT_REWARD, TEAMS, BattleEnv
+from battle_rl.league.opponents import Opponent
 from battle_rl.mean_field import mean_action, rows_mean_action
 from battle_rl.networks import greedy_actions
-from battle_rl.opponents import Opponent
 
 # rgb_array draws on off-screen surfaces; the dummy driver keeps pygame from seeking a display
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

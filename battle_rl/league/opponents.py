@@ -17,14 +17,14 @@ from torch import nn
 from battle_rl.config import OPPONENT_NAMES, SELF_PLAY_SAMPLING
 from battle_rl.env import N_ACTIONS, OBS_SHAPE, TEAM_SIZE, winner
 from battle_rl.errors import ConfigError
+from battle_rl.league.sides import ACTION_MIRROR, ATTACKS, MOVES, Mirrored, mirror_obs_hwc
 from battle_rl.mean_field import mean_action, rows_mean_action
 from battle_rl.networks import greedy_actions, load_course_net, load_policy, q_values
-from battle_rl.sides import ACTION_MIRROR, ATTACKS, MOVES, Mirrored, mirror_obs_hwc
 
 COURSE_FILES = {"pretrained": "red.pt", "final": "red_final.pt"}
 SOURCE = "https://github.com/giangbang/RL-final-project-AIT-3007"
 # the shipped champion (TorchScript, trained as blue); scripts/train_champion.py makes it
-CHAMPION_PATH = Path(__file__).resolve().parent / "assets" / "champion.pt"
+CHAMPION_PATH = Path(__file__).resolve().parent.parent / "assets" / "champion.pt"
 _MIRROR = np.array(ACTION_MIRROR)
 
 

@@ -1,8 +1,8 @@
 """Round-robin tournaments with Elo ratings.
 
-    python -m battle_rl.tournament runs/a/policy.pt b.pt scripted random final \\
+    python -m battle_rl.league.tournament runs/a/policy.pt b.pt scripted random final \\
         course:path/red.pt champion --episodes 10 --out tournament/
-    python -m battle_rl.tournament      # champion, scripted, random and the course nets
+    python -m battle_rl.league.tournament      # champion, scripted, random and the course nets
 
 Every pair plays ``--episodes`` games with A as blue against B as red and as many with B as
 blue against A as red (the batched evaluator; game ``i`` of every matchup uses seed
@@ -36,14 +36,14 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from battle_rl import elo
 from battle_rl.errors import ConfigError, PolicyLoadError
 from battle_rl.evaluation import Evaluator
+from battle_rl.league import elo
+from battle_rl.league.opponents import (COURSE_FILES, NetOpponent, Opponent, PassiveOpponent,
+                                        RandomOpponent, ScriptedOpponent, champion_file,
+                                        course_file, leave_out_missing, left_out_notice)
+from battle_rl.league.sides import Mirrored
 from battle_rl.networks import CourseQNetwork, load_course_net, load_policy
-from battle_rl.opponents import (COURSE_FILES, NetOpponent, Opponent, PassiveOpponent,
-                                 RandomOpponent, ScriptedOpponent, champion_file, course_file,
-                                 leave_out_missing, left_out_notice)
-from battle_rl.sides import Mirrored
 
 SIDES = ("blue", "red")
 BUILT_IN_TEAMS = ("random", "scripted", "passive", "passive_strict")  # no file, either side
@@ -259,7 +259,7 @@ def run(agents: list[str], out: str | Path, episodes: int = 10, max_cycles: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m battle_rl.tournament",
+    p = argparse.ArgumentParser(prog="python -m battle_rl.league.tournament",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("agents", nargs="*", help="policy files or random, scripted, passive, "
                    "passive_strict, pretrained, final, champion (course:PATH, red:PATH, "

@@ -1,4 +1,4 @@
-"""Plots of a run, from its local files: ``python -m battle_rl.plot RUN_DIR``.
+"""Plots of a run, from its local files: ``python -m battle_rl.outputs.plot RUN_DIR``.
 
 Training curves come from ``csv/metrics.csv`` (written by the CSV logger, and kept beside W&B
 by the training task) and ``eval_history.jsonl`` (every evaluation during training); the
@@ -158,7 +158,7 @@ def plot_table(table: dict, path: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: python -m battle_rl.plot RUN_DIR   (writes RUN_DIR/plots/*.png)",
+        print("usage: python -m battle_rl.outputs.plot RUN_DIR   (writes RUN_DIR/plots/*.png)",
               file=sys.stderr)
         return 2
     run_dir = Path(argv[0])
