@@ -45,6 +45,7 @@ class EvalCallback(pl.Callback):
         self.best_score: tuple | None = None
         self.best_state: dict | None = None
         self.best_step: int | None = None
+        self.last_step: int | None = None  # the step of the latest evaluation
         self.eval_seconds = 0.0
         self.streak = 0
         self.max_train_seconds = max_train_seconds
@@ -80,26 +81,59 @@ class EvalCallback(pl.Callback):
         if self.max_train_seconds is not None and self.train_seconds() >= self.max_train_seconds:
             trainer.should_stop = True
 
-    def run(self, trainer, pl_module) -> dict:
-        t0 = time.perf_counter()
-        net = pl_module.policy_net()
+    def play(self, net, episodes: int, seed: int) -> dict:
+        """One table: ``episodes`` games against each opponent on each side of ``sides``."""
         was_training = net.training
         net.eval()
         table = {} if "blue" not in self.sides else evaluate(
-            net, self.opponents, self.episodes, self.seed, self.evaluator)
+            net, self.opponents, episodes, seed, self.evaluator)
         if "red" in self.sides:  # the same games with the sides swapped, rows read as ours
             table.update({f"{name}_as_red": row for name, row in evaluate_as_red(
-                net, self.opponents, self.episodes, self.seed, self.evaluator).items()})
+                net, self.opponents, episodes, seed, self.evaluator).items()})
+        net.train(was_training)
+        return table
+
+    @staticmethod
+    def score(table: dict) -> tuple:
+        """The worst win rate first, then the next worst and so on (an opponent no weights
+        beat yet must not hide progress against the others), then the kill margin."""
+        win_rates = [row["win"] / row["episodes"] for row in table.values()]
+        margin = sum(r["blue_kills"] - r["red_kills"] for r in table.values()) / len(table)
+        return min(win_rates), tuple(sorted(win_rates)), margin
+
+    def rematch(self, net, episodes: int) -> bool:
+        """The best evaluation's weights against ``net``'s own (the last ones), ``episodes``
+        new games each per opponent and side: five-game evaluations are noisy, and an early
+        lucky one must not outrank weights trained three times longer. True when the last
+        weights score at least as well; ``net`` keeps its weights either way."""
+        t0 = time.perf_counter()
+        seed = self.seed + 1_000_000  # games no evaluation during training played
+        last_state = copy.deepcopy(net.state_dict())
+        last = self.play(net, episodes, seed)
+        net.load_state_dict(self.best_state)
+        best = self.play(net, episodes, seed)
+        net.load_state_dict(last_state)
+        self.eval_seconds += time.perf_counter() - t0
+        keep_last = self.score(last) >= self.score(best)
+        print(f"rematch, {episodes} games per opponent and side: the last weights "
+              f"{self._wins(last)}, step {self.best_step}'s {self._wins(best)}: keeping "
+              f"{'the last' if keep_last else f'step {self.best_step}'}", flush=True)
+        return keep_last
+
+    @staticmethod
+    def _wins(table: dict) -> str:
+        return ", ".join(f"{k} {r['win']}/{r['episodes']}" for k, r in table.items())
+
+    def run(self, trainer, pl_module) -> dict:
+        t0 = time.perf_counter()
+        net = pl_module.policy_net()
+        table = self.play(net, self.episodes, self.seed)
         self.evaluations += 1
         if self.video_every > 0 and self.evaluations % self.video_every == 0:
             self._log_video(trainer, net)
-        net.train(was_training)
         win_rates = {name: row["win"] / row["episodes"] for name, row in table.items()}
-        margin = sum(r["blue_kills"] - r["red_kills"] for r in table.values()) / len(table)
-        # the worst win rate first, then the next worst and so on (an opponent no weights
-        # beat yet must not hide progress against the others), then the kill margin
-        score = (min(win_rates.values()), tuple(sorted(win_rates.values())), margin)
-        step = trainer.global_step
+        score = self.score(table)
+        step = self.last_step = trainer.global_step
         if self.best_score is None or score > self.best_score:
             self.best_score, self.best_step = score, step
             self.best_state = copy.deepcopy(net.state_dict())
@@ -112,8 +146,8 @@ class EvalCallback(pl.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         pl_module.last_eval = win_rates
-        print(f"eval at {step} updates ({self.train_seconds():.0f} s of training): " + ", ".join(
-            f"{k} {r['win']}/{r['episodes']}" for k, r in table.items()), flush=True)
+        print(f"eval at {step} updates ({self.train_seconds():.0f} s of training): "
+              + self._wins(table), flush=True)
         if self.history_path:
             with self.history_path.open("a") as f:
                 f.write(json.dumps({"step": step, **metrics, "table": table}) + "\n")

@@ -22,6 +22,8 @@ SELF_PLAY_SAMPLING = ("latest", "uniform", "win_rate")
 # Lightning's script launcher re-runs train.py per rank; strategies that pickle the learner into
 # spawned processes cannot carry the game with it
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true")
+# the learner's arithmetic (Lightning's names); acting, evaluation and policy.pt stay float32
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 SWEEPS_DIR = CONF_DIR.parent / "multirun_sweeps"
 
 
@@ -79,6 +81,8 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "eval.episodes", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     _check(cfg, "eval.workers", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     _check(cfg, "eval.final_episodes", lambda x: int(x) == x and x >= 0, "an integer >= 0")
+    _check(cfg, "eval.rematch_episodes", lambda x: int(x) == x and x >= 0,
+           "an integer >= 0 (0: off)")
     _check(cfg, "eval.video_every", lambda x: int(x) == x and x >= 0, "an integer >= 0 (0: off)")
     _check(cfg, "eval.stop_win_rate", lambda x: 0.0 < float(x) <= 1.0, "in (0, 1] or null")
     _check(cfg, "eval.max_train_seconds", lambda x: float(x) > 0, "seconds > 0, or null")
@@ -93,6 +97,12 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "trainer.max_time", _is_duration, "a duration DD:HH:MM:SS, e.g. 00:00:05:00")
     _check(cfg, "trainer.strategy", lambda x: x in STRATEGIES,
            f"one of {', '.join(STRATEGIES)} (several processes: trainer=ddp)")
+    _check(cfg, "trainer.precision", lambda x: str(x) in PRECISIONS,
+           "one of 32-true, bf16-mixed, 16-mixed (a GPU's)")
+    if (str(_get(cfg, "trainer.precision")) == "16-mixed"
+            and _get(cfg, "trainer.accelerator") == "cpu"):
+        raise ConfigError("trainer.precision=16-mixed needs trainer.accelerator=gpu; on a CPU "
+                          "use bf16-mixed")
     named = tuple(_get(cfg, "policies") or {})
     for name in named:
         if name in OPPONENT_NAMES:

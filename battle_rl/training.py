@@ -300,11 +300,15 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         net = module.policy_net()
         source = "final"
         if eval_cb is not None and eval_cb.best_state is not None and not stop.requested:
-            if eval_cb.best_step != trainer.global_step:
+            if eval_cb.last_step != trainer.global_step:
                 eval_cb.run(trainer, module)  # the last weights get their chance too
             if eval_cb.best_step != trainer.global_step:
-                net.load_state_dict(eval_cb.best_state)
-                source = f"best evaluation (step {eval_cb.best_step})"
+                episodes = cfg.eval.get("rematch_episodes", 0)
+                if episodes and eval_cb.rematch(net, episodes):
+                    source = f"final (won the rematch against step {eval_cb.best_step})"
+                else:
+                    net.load_state_dict(eval_cb.best_state)
+                    source = f"best evaluation (step {eval_cb.best_step})"
         policy_path = export_policy(net, run_dir / "policy.pt")
         summary = {
             "steps": trainer.global_step,

@@ -84,11 +84,13 @@ def evaluator_rate(policy, games: int, workers: int) -> float:
 
 
 def learner_rate(batch_size: int, updates: int, hparams: str = "fast",
-                 device: str = "cpu", overrides: tuple[str, ...] = ()) -> float:
+                 device: str = "cpu", overrides: tuple[str, ...] = (),
+                 precision: str = "32-true") -> float:
     """Updates/s of the DQN module's step, outside any rollout (Lightning's loop excluded).
 
     On a GPU the batch is copied from the CPU every update, as Lightning does with the replay
-    buffer's batches, and the time waits for the GPU to finish."""
+    buffer's batches, and the time waits for the GPU to finish. ``precision="bf16-mixed"``:
+    the loss under bfloat16 autocast, as Lightning's ``trainer.precision=bf16-mixed`` does."""
     import torch
 
     from battle_rl.networks import soft_update
@@ -108,8 +110,12 @@ def learner_rate(batch_size: int, updates: int, hparams: str = "fast",
     }
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
+                              enabled=precision == "bf16-mixed")
+
     def one_update():
-        loss, _ = module.td_loss({k: v.to(device) for k, v in batch.items()})
+        with autocast:
+            loss, _ = module.td_loss({k: v.to(device) for k, v in batch.items()})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.q_net.parameters(), hp.max_grad_norm)

@@ -124,6 +124,34 @@ def test_bad_input_is_one_line_before_anything_runs(algo):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("algo", ALGOS)
+def test_bf16_mixed_learns_in_bfloat16_and_exports_float32(algo, tmp_path):
+    """trainer.precision=bf16-mixed: the learner's layers compute in bfloat16 (autocast);
+    acting (the rollouts, outside the training step) stays float32, and policy.pt is the
+    float32 network."""
+    learner, acting = set(), set()
+
+    def record(module, inputs, out):
+        if isinstance(module, torch.nn.Linear):
+            if torch.is_grad_enabled():
+                learner.add(out.dtype)
+            elif not torch.is_autocast_enabled("cpu"):
+                acting.add(out.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        summary = tiny_train(algo, tmp_path / "run", **{"trainer.precision": "bf16-mixed"})
+    finally:
+        hook.remove()
+    assert summary["steps"] == TINY["trainer.max_steps"]
+    assert learner == {torch.bfloat16} and acting == {torch.float32}
+    policy = load_policy(tmp_path / "run" / "policy.pt")
+    assert {p.dtype for p in policy.parameters()} == {torch.float32}
+    assert policy(torch.zeros(3, 5, 13, 13)).dtype == torch.float32
+    with pytest.raises(ConfigError, match="^trainer.precision=8 is not allowed"):
+        validate_train(compose_overrides("config", [f"algo={algo}", "trainer.precision=8"]))
+
+
 def test_equal_budget_rejects_an_unknown_algorithm_before_training(capsys):
     import importlib.util
 

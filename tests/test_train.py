@@ -63,6 +63,7 @@ def test_checkpoint_evaluates_like_exported_policy(tmp_path, opponents_dir):
     (["hparams.epsilon.start=1.5"], "hparams.epsilon.start=1.5"),
     (["hparams.epsilon.end=-0.1"], "hparams.epsilon.end=-0.1"),
     (["opponent=pretrained", "opponents_dir=/nonexistent/folder"], "red.pt"),
+    (["trainer.precision=16-mixed"], "on a CPU use bf16-mixed"),
 ])
 def test_bad_input_one_line_before_any_environment(tmp_path, args, expected):
     out = tmp_path / "run"
@@ -110,6 +111,25 @@ def test_evaluation_as_red_reads_from_the_learners_side():
     assert table["random"]["win"] == 2 and table["random"]["lose"] == 0
     assert table["random"]["blue_kills"] > 60 > table["random"]["red_kills"]
     assert table["passive_strict"]["red_kills"] == 0
+
+
+def test_rematch_keeps_the_weights_that_play_better():
+    """eval.rematch_episodes: the best evaluation's weights and the last ones play new games;
+    the better are kept, and the network ends with its own weights either way."""
+    from battle_rl.callbacks import EvalCallback
+    from battle_rl.league.opponents import RandomOpponent, champion_file
+    from battle_rl.networks import load_policy
+
+    strong = load_policy(champion_file()).state_dict()
+    idle = {k: torch.zeros_like(v) for k, v in strong.items()}  # all actions valued alike
+    cb = EvalCallback({"random": RandomOpponent(0)}, every_n_steps=1, episodes=1, max_cycles=30,
+                      sides=("blue", "red"))
+    net = load_policy(champion_file())
+    for last, best, keep_last in ((strong, idle, True), (idle, strong, False)):
+        net.load_state_dict(last)
+        cb.best_state, cb.best_step = best, 7
+        assert cb.rematch(net, episodes=2) is keep_last
+        assert all(torch.equal(v, last[k]) for k, v in net.state_dict().items())
 
 
 def test_evaluation_during_training_on_both_sides(tmp_path):
