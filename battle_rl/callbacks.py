@@ -27,6 +27,8 @@ class EvalCallback(pl.Callback):
     last opponent by default) is rendered and logged to W&B as a video.
     ``sides``: the learner plays blue (as trained), red (through the mirror; rows and metrics
     ``<opponent>_as_red``), or both: the best weights are then the best on both sides.
+    ``rematch`` (at the end, ``eval.rematch_episodes``) replays the best weights against the
+    last ones in more, new games.
     Under DDP only rank 0 evaluates; its stop is every rank's (``SyncStop``).
     """
 
