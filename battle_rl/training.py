@@ -231,6 +231,19 @@ def run_name(cfg: DictConfig) -> str:
         return "defaults"
 
 
+def emulated_bf16(cfg: DictConfig) -> bool:
+    """bf16-mixed on a CPU that has no bfloat16 instructions: recipes choose bf16 for speed
+    (BENCHMARKS.md, "bf16"), and there it costs speed instead."""
+    accelerator = cfg.trainer.get("accelerator", "cpu")
+    if (str(cfg.trainer.get("precision")) != "bf16-mixed" or accelerator == "gpu"
+            or (accelerator == "auto" and torch.cuda.is_available())):
+        return False
+    try:
+        return not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes: no claim either way
+        return False
+
+
 def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -> dict:
     """Train, export ``policy.pt``, run the final evaluation; returns a summary dict.
 
@@ -244,6 +257,10 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         print_config(cfg)
     if left_out and rank_zero_only.rank == 0:
         print(left_out_notice(left_out, opponents_dir(cfg)), flush=True)
+    if emulated_bf16(cfg) and rank_zero_only.rank == 0:
+        print("note: trainer.precision=bf16-mixed on a CPU without bfloat16 instructions "
+              "(AVX512-BF16 or AMX) is emulated and slower than float32; "
+              "trainer.precision=32-true avoids that", flush=True)
     write_opponents_record(run_dir / "opponents.json", {
         "training": {n: w for n, w in cfg.opponent.weights.items() if w > 0},
         "evaluation": list(cfg.eval.opponents)}, left_out, opponents_dir(cfg))

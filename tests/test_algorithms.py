@@ -24,6 +24,7 @@ from battle_rl.safe_load import torch_load
 ROOT = Path(__file__).resolve().parent.parent
 ALGOS = sorted(p.stem for p in (ROOT / "conf" / "algo").glob("*.yaml")
                if not p.stem.startswith("_"))
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
 # tiny settings for any learner; each run takes those whose key its configuration has
 TINY = {
@@ -108,6 +109,15 @@ def test_resume_continues_step_and_rollout_counters(tiny_run, tmp_path):
     assert summary["steps"] == after["global_step"] == 16
     assert after["rollout"]["cycles"] >= before["rollout"]["cycles"]
     assert after["rollout"]["episodes"] >= before["rollout"]["episodes"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_passes_the_checks(experiment):
+    """`+experiment=NAME` recipes (the champion's is the measured one) stay valid as the
+    groups they override change."""
+    cfg = compose_overrides("config", [f"+experiment={experiment}"])
+    validate_train(cfg)
+    assert cfg.trainer.max_time  # every recipe is a time budget
 
 
 @pytest.mark.parametrize("algo", ALGOS)

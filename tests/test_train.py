@@ -113,6 +113,25 @@ def test_evaluation_as_red_reads_from_the_learners_side():
     assert table["passive_strict"]["red_kills"] == 0
 
 
+def test_bf16_on_a_cpu_without_bfloat16_instructions_is_named(monkeypatch):
+    """The champion recipe trains in bf16-mixed for speed; a CPU that only emulates bfloat16
+    makes it slower, and the run says so (not on a GPU, not in float32)."""
+    from omegaconf import OmegaConf
+
+    from battle_rl.training import emulated_bf16
+
+    def cfg(precision, accelerator="cpu"):
+        return OmegaConf.create({"trainer": {"precision": precision, "accelerator": accelerator}})
+
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False)
+    assert emulated_bf16(cfg("bf16-mixed"))
+    assert not emulated_bf16(cfg("32-true"))
+    assert not emulated_bf16(cfg("bf16-mixed", accelerator="gpu"))
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert not emulated_bf16(cfg("bf16-mixed"))
+
+
 def test_rematch_keeps_the_weights_that_play_better():
     """eval.rematch_episodes: the best evaluation's weights and the last ones play new games;
     the better are kept, and the network ends with its own weights either way."""
