@@ -192,11 +192,13 @@ class RolloutDataset(IterableDataset):
 
     def __iter__(self):
         credit = 0.0
+        warm = False  # latched: counting the ready rows costs a pass over the whole buffer
         while not self._ends():
             t0 = time.perf_counter()
-            while len(self.buffer) < self.warmup or credit < 1.0:
+            while not warm or credit < 1.0:
                 self.play_cycle()
-                if len(self.buffer) >= self.warmup:
+                warm = warm or len(self.buffer) >= self.warmup
+                if warm:
                     credit += self.updates_per_cycle
                 if self._ends():
                     break
