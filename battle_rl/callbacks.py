@@ -262,3 +262,47 @@ class SyncStop(pl.Callback):
         rollout = getattr(pl_module, "rollout", None)
         wants = trainer.should_stop or (rollout is not None and rollout.finished)
         trainer.should_stop = trainer.strategy.reduce_boolean_decision(wants, all=False)
+
+
+def budget_fraction(trainer: pl.Trainer) -> float | None:
+    """How much of the run's budget is spent, in [0, 1]: the larger of the updates against
+    ``trainer.max_steps`` and the time against ``trainer.max_time``; None without either."""
+    fractions = []
+    if trainer.max_steps and trainer.max_steps > 0:
+        fractions.append(trainer.global_step / trainer.max_steps)
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, pl.callbacks.Timer)), None)
+    if timer is not None:
+        elapsed, left = timer.time_elapsed("train"), timer.time_remaining("train")
+        if left is not None and elapsed + left > 0:
+            fractions.append(elapsed / (elapsed + left))
+    return min(1.0, max(fractions)) if fractions else None
+
+
+class LRDecay(pl.Callback):
+    """Hold the learning rate, then lower it linearly over the end of the run's budget: from
+    fraction ``after`` of it to ``to`` x the starting rate at its end (``hparams.lr_decay``).
+
+    A run on a time budget ends wherever the budget runs out; a learner still taking full
+    steps then leaves weights from the middle of a swing. Every optimiser and parameter group
+    is scaled, so it works for every algorithm. The starting rate is kept in the group's
+    ``initial_lr`` (saved with the optimiser), so a resumed run continues the same schedule
+    (Lightning's Timer, which measures the time budget, is saved in the checkpoint too).
+    """
+
+    def __init__(self, after: float, to: float):
+        self.after, self.to = after, to
+
+    def scale(self, fraction: float) -> float:
+        if fraction <= self.after:
+            return 1.0
+        return 1.0 - (1.0 - self.to) * (fraction - self.after) / (1.0 - self.after)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        scale = self.scale(budget_fraction(trainer) or 0.0)
+        if trainer.world_size > 1:  # each rank's clock differs a little: one rate for all
+            scale = trainer.strategy.broadcast(scale)
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * scale
+        if (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
+            pl_module.log("train/lr_scale", scale, on_step=True, on_epoch=False, batch_size=1)

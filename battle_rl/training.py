@@ -18,8 +18,8 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from battle_rl.callbacks import (EvalCallback, GracefulStop, ReplayCheckpoint, SelfPlaySnapshots,
-                                 SyncStop)
+from battle_rl.callbacks import (EvalCallback, GracefulStop, LRDecay, ReplayCheckpoint,
+                                 SelfPlaySnapshots, SyncStop)
 from battle_rl.config import ConfigError, validate_train
 from battle_rl.distributed import check_launch, own_stream
 from battle_rl.env import BattleEnv
@@ -286,6 +286,9 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         snapshots = self_play_callback(cfg, dataset, run_dir)
         if snapshots is not None:
             callbacks.append(snapshots)
+        lr_decay = cfg.hparams.get("lr_decay") or {}
+        if lr_decay.get("after") is not None:
+            callbacks.append(LRDecay(float(lr_decay.after), float(lr_decay.get("to", 0.1))))
         callbacks += extra_callbacks or []
         if cfg.trainer.get("enable_progress_bar", True):
             callbacks.append(BattleProgressBar())

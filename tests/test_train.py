@@ -64,6 +64,9 @@ def test_checkpoint_evaluates_like_exported_policy(tmp_path, opponents_dir):
     (["hparams.epsilon.end=-0.1"], "hparams.epsilon.end=-0.1"),
     (["opponent=pretrained", "opponents_dir=/nonexistent/folder"], "red.pt"),
     (["trainer.precision=16-mixed"], "on a CPU use bf16-mixed"),
+    (["hparams.lr_decay.after=1.5"], "hparams.lr_decay.after=1.5"),
+    (["hparams.lr_decay.after=0.5", "trainer.max_steps=-1", "trainer.max_time=null"],
+     "needs a budget"),
 ])
 def test_bad_input_one_line_before_any_environment(tmp_path, args, expected):
     out = tmp_path / "run"
@@ -164,3 +167,31 @@ def test_evaluation_during_training_on_both_sides(tmp_path):
     bad = run_script("train.py", "eval.sides=[green]", f"hydra.run.dir={tmp_path / 'bad'}",
                      timeout=60)
     assert bad.returncode == 2 and "eval.sides" in bad.stderr
+
+
+def test_lr_decay_holds_then_falls_linearly_to_its_end():
+    from types import SimpleNamespace
+
+    from battle_rl.callbacks import LRDecay, budget_fraction
+
+    decay = LRDecay(after=0.6, to=0.1)
+    assert decay.scale(0.0) == decay.scale(0.6) == 1.0
+    assert decay.scale(0.8) == pytest.approx(0.55)
+    assert decay.scale(1.0) == pytest.approx(0.1)
+    steps = SimpleNamespace(max_steps=200, global_step=50, callbacks=[])
+    assert budget_fraction(steps) == 0.25
+    assert budget_fraction(SimpleNamespace(max_steps=-1, global_step=50, callbacks=[])) is None
+
+
+def test_lr_decay_in_a_run_reaches_its_end_and_is_logged(tmp_path):
+    """hparams.lr_decay lowers the optimiser's rate over the end of trainer.max_steps."""
+    out = tmp_path / "run"
+    r = run_script("train.py", *TINY, "hparams.lr=1e-3", "hparams.lr_decay.after=0.5",
+                   "hparams.lr_decay.to=0.2", f"hydra.run.dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    group = ckpt["optimizer_states"][0]["param_groups"][0]
+    assert group["initial_lr"] == pytest.approx(1e-3)
+    # the last update (step 29 of 30) ran at 1 - 0.8 * (29/30 - 0.5) / 0.5 of the rate
+    assert group["lr"] == pytest.approx(1e-3 * (1 - 0.8 * (29 / 30 - 0.5) / 0.5))
+    assert "train/lr_scale" in (out / "csv" / "metrics.csv").read_text()
