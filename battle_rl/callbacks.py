@@ -1,4 +1,6 @@
-"""Evaluation during training: periodic batched Table I, best-policy tracking, early stop."""
+"""The Trainer's callbacks: evaluation during training (periodic batched Table I, best-policy
+tracking, early stop), the replay buffer's checkpoints, a clean stop on Ctrl-C, self-play
+snapshots, and the learning rate's decay over the end of the budget."""
 
 from __future__ import annotations
 
