@@ -132,6 +132,7 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "reward.approach", lambda x: float(x) >= 0, "a weight >= 0 (0: off)")
     _check(cfg, "hparams.both_teams", lambda x: isinstance(x, bool), "true or false")
     _check(cfg, "hparams.flip_y", lambda x: isinstance(x, bool), "true or false")
+    _check(cfg, "hparams.red_share", unit, "the share of episodes played as red, in [0, 1]")
     _check(cfg, "algo.agent_loss", lambda x: float(x) >= 0, "a weight >= 0 (0: team loss only)")
     _check(cfg, "algo.team_reward", lambda x: x in ("sum", "mean"), "one of 'sum', 'mean'")
     _check(cfg, "algo.temperature", lambda x: float(x) > 0, "the Boltzmann temperature, > 0")
@@ -173,6 +174,9 @@ def _check_hparams_family(cfg: DictConfig) -> None:
                           f"(hparams=ppo) are for algo=ippo / mappo; choose e.g. hparams=fast")
     if hp.get("flip_y") and not target.endswith((".ddqn.DQN", ".mfq.MFQ")):
         raise ConfigError(f"hparams.flip_y=true is not available for algo={name}: it mirrors "
+                          f"single agents' transitions (algo=ddqn, dqn or mfq)")
+    if hp.get("red_share") and not target.endswith((".ddqn.DQN", ".mfq.MFQ")):
+        raise ConfigError(f"hparams.red_share is not available for algo={name}: it mirrors "
                           f"single agents' transitions (algo=ddqn, dqn or mfq)")
 
 

@@ -6,6 +6,9 @@ updates per cycle, pushes the transitions into the replay buffer and samples a m
 It holds a reference to the learner (not a copy), so acting always uses the current network.
 With ``both_teams`` the other team's transitions are stored too, seen through the mirror (its
 views flipped, its actions mirrored), as if the learner had played them on its own side.
+With ``red_share`` the learner plays the other side in that share of the episodes, through the
+same mirror (the opponent mirrored too): the engine resolves each cycle in a fixed team order,
+so the other side is a different game that the learner must also play well.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torch.utils.data import IterableDataset
 
 from battle_rl.buffer import ReplayBuffer, TeamReplayBuffer
 from battle_rl.env import N_ACTIONS, OBS_SHAPE, BattleEnv, other
-from battle_rl.league.opponents import Opponent
+from battle_rl.league.opponents import MirroredOpponent, Opponent
 from battle_rl.league.sides import ACTION_MIRROR, flip_y_rows, mirror_obs_hwc
 from battle_rl.mean_field import mean_action
 
@@ -71,6 +74,7 @@ class RolloutDataset(IterableDataset):
         team: str = "blue",
         both_teams: bool = False,
         flip_y: bool = False,
+        red_share: float = 0.0,
     ):
         super().__init__()
         self.env, self.opponent, self.learner, self.buffer = env, opponent, learner, buffer
@@ -78,6 +82,10 @@ class RolloutDataset(IterableDataset):
         self.updates_per_cycle, self.warmup = updates_per_cycle, max(warmup, batch_size)
         self.max_episodes, self.seed, self.team = max_episodes, seed, team
         self.both_teams, self.flip_y = both_teams, flip_y
+        # the learner's side in this episode: ``team`` (the side its network is trained as),
+        # or the other one, in share ``red_share`` of the episodes
+        self.red_share, self.side = red_share, team
+        self._mirrored_opponent = MirroredOpponent(opponent)
         if buffer.n_agents != env.n_agents * (2 if both_teams else 1):
             raise ValueError(f"the replay buffer needs {'2 x ' if both_teams else ''}"
                              f"{env.n_agents} slots, it has {buffer.n_agents}")
@@ -124,19 +132,21 @@ class RolloutDataset(IterableDataset):
 
     def _stored(self, per_team: dict, obs: bool = False, action: bool = False) -> np.ndarray:
         """The rows the replay buffer gets: the learner's team, and with ``both_teams`` the
-        other team after them, mirrored to the learner's side."""
-        mine = per_team[self.team]
-        if not self.both_teams:
-            return mine
-        theirs = per_team[other(self.team)]
-        if obs:
-            theirs = mirror_obs_hwc(theirs)
-        if action:
-            theirs = _MIRROR[theirs]
-        return np.concatenate([mine, theirs])
+        other team after them, each seen from the side the learner is trained as."""
+        teams = (self.side, other(self.side)) if self.both_teams else (self.side,)
+        rows = []
+        for t in teams:
+            x = per_team[t]
+            if t != self.team:  # the other side, mirrored
+                x = mirror_obs_hwc(x) if obs else _MIRROR[x] if action else x
+            rows.append(x)
+        return rows[0] if len(rows) == 1 else np.concatenate(rows)
 
     def _start_episode(self) -> None:
         self.opponent.new_episode()
+        if self.red_share > 0:  # drawn only when used: a run without it keeps its streams
+            swap = self.rng.random() < self.red_share
+            self.side = other(self.team) if swap else self.team
         episode_seed = int(self.rng.integers(2**31 - 1))
         self.obs = self.env.reset(seed=episode_seed)
         self.buffer.start_episode(self._stored(self.obs, obs=True), self._stored(self.env.alive))
@@ -145,12 +155,15 @@ class RolloutDataset(IterableDataset):
     def play_cycle(self) -> None:
         if self.obs is None:
             self._start_episode()
-        me, them = self.team, other(self.team)
+        me, them = self.side, other(self.side)
         alive = self.env.alive
-        actions = {
-            me: self._learner_actions(self.obs[me], alive[me]),
-            them: self.opponent.act(self.obs[them], alive[them]),
-        }
+        if me == self.team:
+            actions = {me: self._learner_actions(self.obs[me], alive[me]),
+                       them: self.opponent.act(self.obs[them], alive[them])}
+        else:  # the learner on the other side: both teams through the mirror
+            mirrored = np.ascontiguousarray(mirror_obs_hwc(self.obs[me]))
+            actions = {me: _MIRROR[self._learner_actions(mirrored, alive[me])],
+                       them: self._mirrored_opponent.act(self.obs[them], alive[them])}
         step = self.env.step(actions)
         self.buffer.add(self._stored(actions, action=True), self._stored(step.reward),
                         self._stored(step.obs, obs=True), self._stored(step.died),
@@ -168,7 +181,7 @@ class RolloutDataset(IterableDataset):
         n = self.env.n_agents
         ep = self._ep
         self.episodes += 1
-        self.opponent.end_episode(ep["kills"][self.team], ep["kills"][other(self.team)])
+        self.opponent.end_episode(ep["kills"][self.side], ep["kills"][other(self.side)])
         self.last_episode = {
             "episode": self.episodes,
             "blue_reward": ep["reward"]["blue"] / n,

@@ -154,6 +154,55 @@ def test_both_teams_stores_the_other_team_mirrored():
         RolloutDataset(env, red, None, ReplayBuffer(2000, 81), 8, EpsilonSchedule(), both_teams=True)
 
 
+class _ObsHashLearner:
+    """A deterministic, side-sensitive stand-in for a network: the action depends on the left
+    half of each view, so a view and its mirror image usually get different actions."""
+
+    @staticmethod
+    def greedy(obs, alive):
+        return (obs[:, :, :6].sum(axis=(1, 2, 3)) * 7).astype(int) % 21
+
+
+def test_red_share_plays_the_learner_on_red_through_the_mirror():
+    """hparams.red_share: in that share of episodes the learner plays red (its views mirrored,
+    its actions mirrored back) against the opponent mirrored to play blue; the buffer stores
+    every row as seen from blue, the learner's rows first."""
+    env = BattleEnv(max_cycles=5)
+    data = RolloutDataset(env, ScriptedOpponent(+1), learner=_ObsHashLearner(),
+                          buffer=ReplayBuffer(2000, 162, seed=0), batch_size=8,
+                          epsilon=EpsilonSchedule(0.0, 0.0, 0), seed=0, both_teams=True,
+                          red_share=1.0)
+    played = []
+    step = env.step
+    env.step = lambda actions: played.append(actions) or step(actions)
+    data._start_episode()
+    assert data.side == "red"
+    first = {t: data.obs[t].copy() for t in TEAMS}
+    data.play_cycle()
+    as_blue = first["red"][:, :, ::-1]
+    canonical = _ObsHashLearner.greedy(as_blue, None)
+    assert np.array_equal(played[0]["red"], MIRROR[canonical])
+    blue = MirroredOpponent(ScriptedOpponent(+1)).act(first["blue"], env.alive["blue"])
+    assert np.array_equal(played[0]["blue"], blue)
+    buf = data.buffer
+    assert np.array_equal(buf.obs[:81], quantize(as_blue))
+    assert np.array_equal(buf.action[:81], canonical)
+    assert np.array_equal(buf.obs[81:162], quantize(first["blue"]))
+    assert np.array_equal(buf.action[81:162], blue)
+    # a share of 0.5 plays about half the episodes on each side
+    data.red_share, sides = 0.5, []
+    for _ in range(200):
+        data._start_episode()
+        sides.append(data.side)
+    assert 70 < sides.count("red") < 130
+    with pytest.raises(ConfigError, match=r"hparams.red_share.*in \[0, 1\]"):
+        validate_train(compose_overrides("config", ["hparams.red_share=1.5"]))
+    with pytest.raises(ConfigError, match="hparams.red_share is not available for algo=qmix"):
+        validate_train(compose_overrides("config", ["algo=qmix", "hparams.red_share=0.5"]))
+    with pytest.raises(ConfigError, match="hparams.red_share is not available for algo=ippo"):
+        validate_train(compose_overrides("config", ["algo=ippo", "+hparams.red_share=0.5"]))
+
+
 def test_flip_y_yields_half_the_batch_mirrored_top_bottom():
     """hparams.flip_y: each sampled row is itself or its top-bottom image, about half each."""
     env = BattleEnv(max_cycles=5)
@@ -169,8 +218,8 @@ def test_flip_y_yields_half_the_batch_mirrored_top_bottom():
             assert stored[obs[::-1].tobytes()] == ACTION_FLIP_Y[action]
             flipped += 1
     assert 100 < flipped < 300
-    with pytest.raises(ConfigError, match="hparams.flip_y"):
-        validate_train(compose_overrides("config", ["algo=qmix", "+hparams.flip_y=true"]))
+    with pytest.raises(ConfigError, match="hparams.flip_y=true is not available for algo=qmix"):
+        validate_train(compose_overrides("config", ["algo=qmix", "hparams.flip_y=true"]))
 
 
 def test_self_play_training_run_exports_snapshots_and_resumes(tmp_path):

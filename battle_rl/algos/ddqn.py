@@ -79,6 +79,7 @@ class DQN(pl.LightningModule):
             seed=seed,
             both_teams=both,
             flip_y=bool(hparams.get("flip_y", False)),
+            red_share=float(hparams.get("red_share", 0.0)),
         )
 
     dataset_class = RolloutDataset  # the rollout stream (MF-Q: with the mean actions)
