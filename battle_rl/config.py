@@ -172,12 +172,12 @@ def _check_hparams_family(cfg: DictConfig) -> None:
     elif "rollout_cycles" in hp:
         raise ConfigError(f"algo={name} learns from a replay buffer: the PPO hyperparameters "
                           f"(hparams=ppo) are for algo=ippo / mappo; choose e.g. hparams=fast")
-    if hp.get("flip_y") and not target.endswith((".ddqn.DQN", ".mfq.MFQ")):
-        raise ConfigError(f"hparams.flip_y=true is not available for algo={name}: it mirrors "
-                          f"single agents' transitions (algo=ddqn, dqn or mfq)")
-    if hp.get("red_share") and not target.endswith((".ddqn.DQN", ".mfq.MFQ")):
-        raise ConfigError(f"hparams.red_share is not available for algo={name}: it mirrors "
-                          f"single agents' transitions (algo=ddqn, dqn or mfq)")
+    for key in ("flip_y", "red_share"):  # the rollout's mirrors of single agents' rows
+        value = hp.get(key)
+        if value and not target.endswith((".ddqn.DQN", ".mfq.MFQ")):
+            shown = str(value).lower() if isinstance(value, bool) else value
+            raise ConfigError(f"hparams.{key}={shown} is not available for algo={name}: it "
+                              f"mirrors single agents' transitions (algo=ddqn, dqn or mfq)")
 
 
 def _check_eval_opponent(key: str, name: str, named: tuple = ()) -> None:

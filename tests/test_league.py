@@ -197,9 +197,9 @@ def test_red_share_plays_the_learner_on_red_through_the_mirror():
     assert 70 < sides.count("red") < 130
     with pytest.raises(ConfigError, match=r"hparams.red_share.*in \[0, 1\]"):
         validate_train(compose_overrides("config", ["hparams.red_share=1.5"]))
-    with pytest.raises(ConfigError, match="hparams.red_share is not available for algo=qmix"):
+    with pytest.raises(ConfigError, match="hparams.red_share=0.5 is not available for algo=qmix"):
         validate_train(compose_overrides("config", ["algo=qmix", "hparams.red_share=0.5"]))
-    with pytest.raises(ConfigError, match="hparams.red_share is not available for algo=ippo"):
+    with pytest.raises(ConfigError, match="hparams.red_share=0.5 is not available for algo=ippo"):
         validate_train(compose_overrides("config", ["algo=ippo", "+hparams.red_share=0.5"]))
 
 
