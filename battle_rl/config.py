@@ -159,7 +159,8 @@ PPO_HPARAMS = ("rollout_cycles", "epochs", "minibatches", "gae_lambda", "clip", 
 
 
 def _check_hparams_family(cfg: DictConfig) -> None:
-    """PPO needs the PPO hparams; the replay learners cannot use them."""
+    """PPO needs the PPO hparams; the replay learners cannot use them; the options of single
+    agents' Q-learning (the dueling head, the rollout's mirrors) need such a learner."""
     target, hp = str(_get(cfg, "algo._target_") or ""), _get(cfg, "hparams")
     if hp is None or not target:
         return
@@ -172,6 +173,9 @@ def _check_hparams_family(cfg: DictConfig) -> None:
     elif "rollout_cycles" in hp:
         raise ConfigError(f"algo={name} learns from a replay buffer: the PPO hyperparameters "
                           f"(hparams=ppo) are for algo=ippo / mappo; choose e.g. hparams=fast")
+    if _get(cfg, "algo.network.dueling") and not target.endswith((".ddqn.DQN", ".mfq.MFQ")):
+        raise ConfigError(f"algo.network.dueling=true is not available for algo={name}: the "
+                          f"dueling head is for the Q-networks of algo=ddqn, dqn and mfq")
     for key in ("flip_y", "red_share"):  # the rollout's mirrors of single agents' rows
         value = hp.get(key)
         if value and not target.endswith((".ddqn.DQN", ".mfq.MFQ")):

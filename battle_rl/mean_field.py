@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from battle_rl.env import N_ACTIONS
-from battle_rl.networks import trunk_layers
+from battle_rl.networks import q_output, trunk_layers
 
 
 def mean_action(actions: np.ndarray, acted: np.ndarray) -> np.ndarray:
@@ -44,11 +44,12 @@ class MeanFieldQNetwork(nn.Module):
 
     __constants__ = ["uses_mean_action"]  # TorchScript compiles only the branch taken
 
-    def __init__(self, conv_channels=(5, 5), hidden=(120,), n_actions: int = N_ACTIONS):
+    def __init__(self, conv_channels=(5, 5), hidden=(120,), n_actions: int = N_ACTIONS,
+                 dueling: bool = False):
         super().__init__()
         convs, mlp, width = trunk_layers(conv_channels, hidden, extra_inputs=n_actions)
         self.cnn = nn.Sequential(*convs)
-        self.head = nn.Sequential(*mlp, nn.Linear(width, n_actions))
+        self.head = nn.Sequential(*mlp, q_output(width, n_actions, dueling))
         self.n_actions = n_actions
         self.uses_mean_action = True  # the players pass ā to networks that declare this
 

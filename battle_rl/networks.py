@@ -40,17 +40,43 @@ def trunk_layers(conv_channels, hidden, extra_inputs: int = 0
     return convs, mlp, width
 
 
+class DuelingHead(nn.Module):
+    """Action values from a value and an advantage stream (Wang et al., 2016):
+    Q = V + A - mean(A).
+
+    The 13 moves of a cell far from any enemy are worth about the same; the value stream learns
+    that worth from every sample, whichever action it took, the advantage stream only the
+    differences between actions.
+    """
+
+    def __init__(self, width: int, n_actions: int = N_ACTIONS):
+        super().__init__()
+        self.value = nn.Linear(width, 1)
+        self.advantage = nn.Linear(width, n_actions)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        advantage = self.advantage(features)
+        return self.value(features) + advantage - advantage.mean(1, keepdim=True)
+
+
+def q_output(width: int, n_actions: int, dueling: bool) -> nn.Module:
+    """The last layer of a Q-network: one linear layer, or the dueling streams."""
+    return DuelingHead(width, n_actions) if dueling else nn.Linear(width, n_actions)
+
+
 class QNetwork(nn.Module):
     """The seed's Q-network: 3x3 convolutions (no padding) + ReLU, flatten, MLP to 21 values.
 
     The defaults are the report's: two convolutions of 5 channels, one hidden layer of 120.
+    ``dueling``: the last layer is a :class:`DuelingHead`.
     """
 
-    def __init__(self, conv_channels=(5, 5), hidden=(120,), n_actions: int = N_ACTIONS):
+    def __init__(self, conv_channels=(5, 5), hidden=(120,), n_actions: int = N_ACTIONS,
+                 dueling: bool = False):
         super().__init__()
         convs, mlp, width = trunk_layers(conv_channels, hidden)
         self.cnn = nn.Sequential(*convs)
-        self.head = nn.Sequential(*mlp, nn.Linear(width, n_actions))
+        self.head = nn.Sequential(*mlp, q_output(width, n_actions, dueling))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.cnn(obs).flatten(1))

@@ -10,8 +10,9 @@ from battle_rl.algos.ddqn import td_target
 from battle_rl.buffer import ReplayBuffer, quantize
 from battle_rl.data import EpsilonSchedule
 from battle_rl.env import OBS_SHAPE, winner
-from battle_rl.networks import (CourseQNetwork, PolicyLoadError, QNetwork, export_policy,
-                                load_course_net, load_policy, soft_update)
+from battle_rl.networks import (CourseQNetwork, DuelingHead, PolicyLoadError, QNetwork,
+                                build_q_network, export_policy, load_course_net, load_policy,
+                                soft_update)
 
 from conftest import needs_opponents
 
@@ -165,6 +166,48 @@ def test_torchscript_export_equals_module(tmp_path):
     x = torch.rand(33, 5, 13, 13)
     assert torch.equal(loaded(x), net(x))
     assert isinstance(load_policy(path), torch.jit.ScriptModule)
+
+
+def test_dueling_head_splits_value_and_advantage(tmp_path):
+    from battle_rl.algos.ddqn import DQN
+    from battle_rl.mean_field import MeanFieldQNetwork
+
+    torch.manual_seed(0)
+    cfg = {"conv_channels": [4, 4], "hidden": [16], "dueling": True}
+    net = build_q_network(cfg)
+    out = net.head[-1]
+    assert isinstance(out, DuelingHead)
+    assert isinstance(build_q_network({**cfg, "dueling": False}).head[-1], torch.nn.Linear)
+    x = torch.rand(9, 5, 13, 13)
+    q = net(x)
+    assert q.shape == (9, 21)
+    # the mean over actions is the value stream; the differences are the advantage's
+    features = net.head[:-1](net.cnn(x).flatten(1))
+    assert torch.allclose(q.mean(1), out.value(features).squeeze(1), atol=1e-6)
+    adv = out.advantage(features)
+    assert torch.allclose(q[:, 3] - q[:, 7], adv[:, 3] - adv[:, 7], atol=1e-6)
+    # exported and rebuilt from a checkpoint, it is the same policy
+    assert torch.equal(torch.jit.load(str(export_policy(net, tmp_path / "p.pt")))(x), q)
+    ckpt = {"hyper_parameters": {"network": cfg},
+            "state_dict": {f"q_net.{k}": v for k, v in net.state_dict().items()}}
+    assert torch.equal(DQN.policy_from_checkpoint(ckpt)(x), q)
+    # MF-Q's network takes the same head
+    mf = MeanFieldQNetwork(**cfg)
+    assert isinstance(mf.head[-1], DuelingHead) and mf(x, torch.rand(9, 21)).shape == (9, 21)
+
+
+def test_dueling_is_a_config_choice_of_the_q_learners_only():
+    from battle_rl.config import ConfigError, compose_overrides, validate_train
+
+    for algo in ("ddqn", "dqn", "mfq"):
+        cfg = compose_overrides("config", [f"algo={algo}", "algo.network.dueling=true"])
+        validate_train(cfg)
+        assert cfg.algo.network.dueling is True
+    assert compose_overrides("config", ["+experiment=champion"]).algo.network.dueling is True
+    for algo in ("qmix", "ippo"):
+        with pytest.raises(ConfigError, match=f"dueling=true is not available for algo={algo}"):
+            validate_train(compose_overrides("config", [f"algo={algo}",
+                                                        "+algo.network.dueling=true"]))
 
 
 @pytest.mark.parametrize("final", [False, True])
