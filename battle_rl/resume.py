@@ -94,10 +94,19 @@ def check_compatible(ckpt_path: Path, module) -> int:
     ckpt = torch_load(ckpt_path)
     saved, now = ckpt["hyper_parameters"], module.hparams
     for key in ("name", "network"):
-        if key in saved and _plain(saved[key]) != _plain(now.get(key)):
+        if key not in saved:
+            continue
+        was, is_now = _plain(saved[key]), _plain(now.get(key))
+        if key == "network" and isinstance(was, dict) and isinstance(is_now, dict):
+            was |= {k: v for k, v in LATER_NETWORK_OPTIONS.items() if k in is_now and k not in was}
+        if was != is_now:
             raise ConfigError(f"resume={ckpt_path}: the checkpoint was trained with "
-                              f"{key}={_plain(saved[key])}, this run has {key}={_plain(now.get(key))}")
+                              f"{key}={was}, this run has {key}={is_now}")
     return int(ckpt["global_step"])
+
+
+# network options added after checkpoints were written, at the value those checkpoints had
+LATER_NETWORK_OPTIONS = {"dueling": False}
 
 
 def _plain(x):

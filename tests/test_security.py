@@ -245,3 +245,9 @@ def test_earlier_checkpoint_resumes_with_its_replay_and_pool(tmp_path):
     pool = saved["rollout"]["opponent"]["opponents"][1]
     assert [s["step"] for s in pool["snapshots"]] == [20, 30]
     assert isinstance(saved["hyper_parameters"]["network"], dict)
+    # it predates the dueling head: it resumes as what it was, not as a dueling network
+    r = run_script("train.py", f"resume={run}", "trainer.max_steps=36",
+                   "algo.network.dueling=true", "trainer.enable_progress_bar=false")
+    assert r.returncode != 0
+    assert "trained with network={'conv_channels': [2, 2], 'hidden': [8], 'dueling': False}" \
+        in r.stderr + r.stdout
