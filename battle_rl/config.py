@@ -173,12 +173,13 @@ def _check_hparams_family(cfg: DictConfig) -> None:
     elif "rollout_cycles" in hp:
         raise ConfigError(f"algo={name} learns from a replay buffer: the PPO hyperparameters "
                           f"(hparams=ppo) are for algo=ippo / mappo; choose e.g. hparams=fast")
-    if _get(cfg, "algo.network.dueling") and not target.endswith((".ddqn.DQN", ".mfq.MFQ")):
+    single_agent_q = target.endswith((".ddqn.DQN", ".mfq.MFQ"))
+    if _get(cfg, "algo.network.dueling") and not single_agent_q:
         raise ConfigError(f"algo.network.dueling=true is not available for algo={name}: the "
                           f"dueling head is for the Q-networks of algo=ddqn, dqn and mfq")
     for key in ("flip_y", "red_share"):  # the rollout's mirrors of single agents' rows
         value = hp.get(key)
-        if value and not target.endswith((".ddqn.DQN", ".mfq.MFQ")):
+        if value and not single_agent_q:
             shown = str(value).lower() if isinstance(value, bool) else value
             raise ConfigError(f"hparams.{key}={shown} is not available for algo={name}: it "
                               f"mirrors single agents' transitions (algo=ddqn, dqn or mfq)")

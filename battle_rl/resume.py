@@ -88,6 +88,10 @@ def resume_argv(argv: list[str]) -> list[str]:
     return list(merged.values())
 
 
+# network options added after checkpoints were written, at the value those checkpoints had
+LATER_NETWORK_OPTIONS = {"dueling": False}
+
+
 def check_compatible(ckpt_path: Path, module) -> int:
     """The checkpoint's algorithm and network must be this run's (says which differs);
     returns the checkpoint's step."""
@@ -103,10 +107,6 @@ def check_compatible(ckpt_path: Path, module) -> int:
             raise ConfigError(f"resume={ckpt_path}: the checkpoint was trained with "
                               f"{key}={was}, this run has {key}={is_now}")
     return int(ckpt["global_step"])
-
-
-# network options added after checkpoints were written, at the value those checkpoints had
-LATER_NETWORK_OPTIONS = {"dueling": False}
 
 
 def _plain(x):
