@@ -13,7 +13,13 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from battle_rl.evaluation import Evaluator, evaluate, evaluate_as_red
-from battle_rl.league.opponents import Opponent
+from battle_rl.league.opponents import NetOpponent, Opponent
+from battle_rl.league.sides import Mirrored
+
+
+def _rival(net) -> Opponent:
+    """A network (trained as blue) as the red team, through the mirror."""
+    return NetOpponent(Mirrored(net), "the_other")
 
 
 class EvalCallback(pl.Callback):
@@ -30,7 +36,7 @@ class EvalCallback(pl.Callback):
     ``sides``: the learner plays blue (as trained), red (through the mirror; rows and metrics
     ``<opponent>_as_red``), or both: the best weights are then the best on both sides.
     ``rematch`` (at the end, ``eval.rematch_episodes``) replays the best weights against the
-    last ones in more, new games.
+    last ones in more, new games, and has them play each other.
     Under DDP only rank 0 evaluates; its stop is every rank's (``SyncStop``).
     """
 
@@ -85,15 +91,17 @@ class EvalCallback(pl.Callback):
         if self.max_train_seconds is not None and self.train_seconds() >= self.max_train_seconds:
             trainer.should_stop = True
 
-    def play(self, net, episodes: int, seed: int) -> dict:
-        """One table: ``episodes`` games against each opponent on each side of ``sides``."""
+    def play(self, net, episodes: int, seed: int, opponents: dict | None = None) -> dict:
+        """One table: ``episodes`` games against each opponent (``self.opponents`` unless
+        given) on each side of ``sides``."""
+        opponents = self.opponents if opponents is None else opponents
         was_training = net.training
         net.eval()
         table = {} if "blue" not in self.sides else evaluate(
-            net, self.opponents, episodes, seed, self.evaluator)
+            net, opponents, episodes, seed, self.evaluator)
         if "red" in self.sides:  # the same games with the sides swapped, rows read as ours
             table.update({f"{name}_as_red": row for name, row in evaluate_as_red(
-                net, self.opponents, episodes, seed, self.evaluator).items()})
+                net, opponents, episodes, seed, self.evaluator).items()})
         net.train(was_training)
         return table
 
@@ -108,15 +116,21 @@ class EvalCallback(pl.Callback):
     def rematch(self, net, episodes: int) -> bool:
         """The best evaluation's weights against ``net``'s own (the last ones), ``episodes``
         new games each per opponent and side: five-game evaluations are noisy, and an early
-        lucky one must not outrank weights trained three times longer. True when the last
-        weights score at least as well; ``net`` keeps its weights either way."""
+        lucky one must not outrank weights trained three times longer. The two also play
+        each other, a row of each one's table: where both beat the evaluation opponents every
+        time, that is the only row that tells them apart. True when the last weights score
+        at least as well; ``net`` keeps its weights either way."""
         t0 = time.perf_counter()
         seed = self.seed + 1_000_000  # games no evaluation during training played
         last_state = copy.deepcopy(net.state_dict())
+        last_net = copy.deepcopy(net).eval()
         last = self.play(net, episodes, seed)
         net.load_state_dict(self.best_state)
+        best_net = copy.deepcopy(net).eval()
         best = self.play(net, episodes, seed)
+        best.update(self.play(net, episodes, seed, {"the_other": _rival(last_net)}))
         net.load_state_dict(last_state)
+        last.update(self.play(net, episodes, seed, {"the_other": _rival(best_net)}))
         self.eval_seconds += time.perf_counter() - t0
         keep_last = self.score(last) >= self.score(best)
         print(f"rematch, {episodes} games per opponent and side: the last weights "

@@ -31,7 +31,7 @@ def test_acceptance_tiny_command_with_eval(tmp_path, opponents_dir):
                    "eval.final_episodes=3", f"hydra.run.dir={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     table = json.loads((out / "eval.json").read_text())
-    assert set(table) == {"random", "pretrained", "final"}
+    assert set(table) == {"random", "pretrained", "final", "scripted", "passive"}
     for row in table.values():
         assert row["win"] + row["draw"] + row["lose"] == 3
 
@@ -135,11 +135,12 @@ def test_bf16_on_a_cpu_without_bfloat16_instructions_is_named(monkeypatch):
     assert not emulated_bf16(cfg("bf16-mixed"))
 
 
-def test_rematch_keeps_the_weights_that_play_better():
-    """eval.rematch_episodes: the best evaluation's weights and the last ones play new games;
-    the better are kept, and the network ends with its own weights either way."""
+def test_rematch_keeps_the_weights_that_play_better(capsys):
+    """eval.rematch_episodes: the best evaluation's weights and the last ones play new games,
+    and each other; the better are kept, and the network ends with its own weights either
+    way."""
     from battle_rl.callbacks import EvalCallback
-    from battle_rl.league.opponents import RandomOpponent, champion_file
+    from battle_rl.league.opponents import PassiveOpponent, RandomOpponent, champion_file
     from battle_rl.networks import load_policy
 
     strong = load_policy(champion_file()).state_dict()
@@ -152,6 +153,16 @@ def test_rematch_keeps_the_weights_that_play_better():
         cb.best_state, cb.best_step = best, 7
         assert cb.rematch(net, episodes=2) is keep_last
         assert all(torch.equal(v, last[k]) for k, v in net.state_dict().items())
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        assert line.count("the_other ") == 2 and line.count("the_other_as_red ") == 2
+    # against an opponent neither can beat in time (it never fights and runs away), the
+    # two tie; playing each other, the champion wins
+    cb = EvalCallback({"passive_strict": PassiveOpponent(attack=False)}, every_n_steps=1,
+                      episodes=1, max_cycles=80, sides=("blue", "red"))
+    for last, best, keep_last in ((strong, idle, True), (idle, strong, False)):
+        net.load_state_dict(last)
+        cb.best_state, cb.best_step = best, 7
+        assert cb.rematch(net, episodes=2) is keep_last
 
 
 def test_evaluation_during_training_on_both_sides(tmp_path):
