@@ -23,10 +23,17 @@ def main(cfg: DictConfig) -> float:
     return summary["objective"]
 
 
-if __name__ == "__main__":
+def validate(cfg: DictConfig) -> None:
     from battle_rl.config import validate_train
+    from battle_rl.resume import check_resume
+
+    validate_train(cfg)
+    check_resume(cfg)
+
+
+if __name__ == "__main__":
     from battle_rl.distributed import shared_run_dir
     from battle_rl.resume import resume_argv
 
-    entry_point(main, "config", validate_train,
+    entry_point(main, "config", validate,
                 rewrite_argv=lambda argv: shared_run_dir(resume_argv(argv)))()

@@ -63,7 +63,8 @@ def run_dir_of(ckpt: Path) -> Path:
 
 
 def resume_argv(argv: list[str]) -> list[str]:
-    """Rewrite ``resume=PATH ...`` into the original run's overrides + the new ones."""
+    """Rewrite ``resume=PATH ...`` into the original run's overrides + the new ones, and, where
+    the defaults have changed since the run started, its saved values (``pinned_values``)."""
     resume = [a for a in argv if a.startswith("resume=")]
     if not resume or resume[-1] in ("resume=null", "resume="):
         return argv
@@ -85,11 +86,75 @@ def resume_argv(argv: list[str]) -> list[str]:
     for arg in original + rest + new:
         merged.pop(arg.split("=", 1)[0], None)
         merged[arg.split("=", 1)[0]] = arg
-    return list(merged.values())
+    return pinned_values(run_dir / ".hydra" / "config.yaml", original, rest + new) + \
+        list(merged.values())
+
+
+def pinned_values(saved: Path, original: list[str], rest: list[str]) -> list[str]:
+    """``++key=value`` for each value of the run's saved configuration that today's defaults
+    would change: a resumed run goes on as the run it was, not as a new default run. The new
+    command line still wins (keys it changes are left to it)."""
+    if not saved.is_file():
+        return []
+    from omegaconf import OmegaConf
+
+    from battle_rl.config import compose_overrides
+
+    def leaves(cfg) -> dict:
+        plain = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=False)
+        return _flatten({k: v for k, v in plain.items() if k != "hydra"})
+
+    was = leaves(OmegaConf.to_container(OmegaConf.load(saved), resolve=False))
+    today = leaves(compose_overrides("config", original))
+    wanted = leaves(compose_overrides("config", original + rest))
+    pinned = []
+    for key, value in was.items():
+        if key not in today or today[key] == value or wanted.get(key) != today[key]:
+            continue  # an option since removed, unchanged, or set by the new command line
+        if CODE_KEYS.search(key):
+            raise ConfigError(f"resume: {saved} holds {key}, which battle-rl does not replay "
+                              f"(_target_-style keys can choose code to run)")
+        pinned.append(f"++{key}={_override_value(value)}")
+    return pinned
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _override_value(v) -> str:
+    """A value in Hydra's override grammar."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_override_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{_override_value(x)}" for k, x in v.items()) + "}"
+    return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 # network options added after checkpoints were written, at the value those checkpoints had
 LATER_NETWORK_OPTIONS = {"dueling": False}
+
+
+def check_resume(cfg) -> None:
+    """``resume=``'s checkpoint against the composed command, before Hydra starts the job (and
+    rewrites the run's ``.hydra/overrides.yaml``): a refused resume leaves the run's saved
+    command as it was, so a plain ``resume=PATH`` still works after it."""
+    if cfg.get("resume"):
+        from battle_rl.training import make_module  # Lightning: only when resuming
+
+        check_compatible(find_checkpoint(cfg.resume), make_module(cfg))
 
 
 def check_compatible(ckpt_path: Path, module) -> int:

@@ -1,9 +1,9 @@
-"""Which choices of the default recipe matter, and by how much: time to 30/30 per variant.
+"""Which choices of the course recipe matter, and by how much: time to 30/30 per variant.
 
     python benchmarks/ablations.py                  # every variant, seeds 0 1 2
     python benchmarks/ablations.py --only lr=1e-4 --seeds 0
 
-Each variant changes one thing of the default recipe; training stops at the first full-Table-I
+Each variant changes one thing of the course recipe (``+experiment=course``); training stops at the first full-Table-I
 30/30 against all three opponents (or at --cap seconds). Every finished run is appended to
 benchmarks/results/ablations-runs.jsonl, and runs found there are not played again (so the
 benchmark can be run in pieces; --fresh starts over). Writes benchmarks/results/ablations.json

@@ -31,12 +31,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OPPONENTS = ("random", "pretrained", "final")
+# DDQN is measured in its course recipe (its default until 2026-12-01): its default run now
+# trains against the scripted and passive teams without evaluations during training, so it has
+# no time to 30/30 against the course nets to report
+ALGO_RECIPE = {"ddqn": ["+experiment=course"]}
 
 
 def run_one(algo: str, seed: int, args, extra: list[str]) -> dict:
     run_dir = Path(args.out) / "runs" / f"{algo}-seed{seed}"
     overrides = [
-        f"algo={algo}", f"seed={seed}", f"threads={args.threads}", "logger=csv",
+        f"algo={algo}", *ALGO_RECIPE.get(algo, []), f"seed={seed}", f"threads={args.threads}",
+        "logger=csv",
         f"eval.max_train_seconds={args.budget}",
         # wall-clock safety net only: the training budget above is what ends a run
         f"trainer.max_time=00:00:{int(args.budget * 4 + 600) // 60:02d}:00",

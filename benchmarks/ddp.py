@@ -4,7 +4,8 @@
     python benchmarks/ddp.py --seeds 0 --updates 300 --cap 120 # a quick check
 
 Runs ``train.py`` itself (DDP starts its processes by re-running the script), once per
-process count and seed, the default recipe otherwise:
+process count and seed, the course recipe otherwise (``+experiment=course``, the default
+recipe until 2026-12-01; its time to 30/30 against the course nets is what the second part reads):
 1. throughput: ``--updates`` updates without evaluation; updates/s and agent-steps/s are the
    rates rank 0 logs (``perf/*`` in ``csv/metrics.csv``, the first log left out: warm-up),
    agent-steps/s scaled to every rank by the checkpoint's per-rank counters;
@@ -29,7 +30,8 @@ from pathlib import Path
 from common import OPPONENTS, ROOT, require_opponents, save
 
 # threads=auto: one process runs a thread per core, two DDP processes one thread each
-PROCESSES = {1: ["trainer.devices=1", "threads=auto"], 2: ["trainer=ddp", "threads=auto"]}
+PROCESSES = {1: ["+experiment=course", "trainer.devices=1", "threads=auto"],
+             2: ["+experiment=course", "trainer=ddp", "threads=auto"]}
 
 
 def train(run_dir: Path, overrides: list[str], timeout: float) -> float:

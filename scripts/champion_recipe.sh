@@ -3,7 +3,7 @@
 #
 #   bash scripts/champion_recipe.sh [OUT]        # default OUT: runs/champion-recipe
 #
-# 1. rivals: four DDQNs of the kind people train on this game (the default recipe for 30 s
+# 1. rivals: four DDQNs of the kind people train on this game (the course recipe for 30 s
 #    and for 3 minutes, the report's recipe against random, one trained against the scripted
 #    agent), to join the league;
 # 2. stage 1: self-play against the league (scripted agent, both course nets, random, the
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/champion-recipe}
-T="logger=csv eval.final_episodes=0 print_config=false"
+T="+experiment=course logger=csv eval.final_episodes=0 print_config=false"  # the defaults of its day
 
 python train.py seed=10 $T hydra.run.dir=$OUT/rivals/ddqn-30s
 python train.py seed=11 $T hydra.run.dir=$OUT/rivals/ddqn-3min eval.stop_win_rate=null \

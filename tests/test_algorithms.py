@@ -120,6 +120,25 @@ def test_every_experiment_composes_and_passes_the_checks(experiment):
     assert cfg.trainer.max_time  # every recipe is a time budget
 
 
+def test_the_default_run_is_the_fighter_and_the_report_stays_one_override_away():
+    """`python train.py` trains DDQN against the scripted and passive teams and self-play, and
+    its final table plays them; the report's recipe is still there, value for value."""
+    cfg = compose_overrides("config", [])
+    weights = cfg.opponent.weights
+    assert cfg.algo.name == "ddqn" and min(weights.scripted, weights.passive, weights.self_play) > 0
+    assert {"scripted", "passive"} <= set(cfg.eval.opponents) and cfg.eval.final_episodes == 30
+    assert cfg.trainer.max_time == "00:00:02:20" and cfg.reward.approach > 0
+    assert compose_overrides("config", ["+experiment=fighter"]) == cfg  # the name it had before
+    report = compose_overrides("config", ["+experiment=report"])
+    assert (report.hparams.lr, report.hparams.batch_size, report.hparams.episodes) == (1e-4, 128, 4)
+    assert {k: w for k, w in report.opponent.weights.items() if w} == {"random": 1}
+    assert list(report.algo.network.conv_channels) == [5, 5] and report.reward.approach == 0
+    assert list(report.eval.opponents) == ["random", "pretrained", "final"]
+    # the other algorithms keep their own recipes
+    assert compose_overrides("config", ["algo=mfq"]).opponent.weights.scripted == 0
+    assert compose_overrides("config", ["algo=qmix"]).hparams.batch_size != cfg.hparams.batch_size
+
+
 @pytest.mark.parametrize("algo", ALGOS)
 def test_bad_input_is_one_line_before_anything_runs(algo):
     for override in ("hparams.lr=-1", "hparams.gamma=1.5"):

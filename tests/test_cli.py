@@ -88,7 +88,7 @@ def test_hydra_flags_train(configs, tmp_path):
     assert "max_cycles: 300" in resolved and "${" not in resolved
     assert name.strip() == "train"
     assert "hydra:\n" in everything and "\nhparams:\n" in everything
-    assert "Defaults List" in info and "hparams/fast" in info
+    assert "Defaults List" in info and "hparams/fighter" in info
     assert "train is powered by Hydra" in help_ and help_.endswith("=== exit 0\n")
     assert other.strip() == "30"  # evaluate.yaml's episodes
     assert cp.strip() == "41"

@@ -498,7 +498,7 @@ def test_named_policy_files_are_opponents_and_init_from_loads_weights(tmp_path):
     from battle_rl.training import build, preflight
 
     torch.manual_seed(0)
-    net = QNetwork().eval()
+    net = QNetwork(**compose_overrides("config", []).algo.network).eval()  # the run's shape
     path = export_policy(net, tmp_path / "rival.pt")
     overrides = [*TINY, f"+policies.rival={path}", "+opponent.weights.rival=5",
                  "eval.opponents=[rival,random]", "eval.every_n_steps=10", f"init_from={path}",

@@ -57,7 +57,11 @@ def test_sigkill_then_resume_continues_from_last_checkpoint(tmp_path):
     from battle_rl.resume import REPLAY_FILE
     import numpy as np
 
-    eps = EpsilonSchedule(start=1.0, end=0.05, decay=1500)(rollout["cycles"])
+    from battle_rl.config import compose_overrides
+
+    epsilon = compose_overrides("config", KILLABLE).hparams.epsilon
+    eps = EpsilonSchedule(start=epsilon.start, end=epsilon.end, decay=epsilon.decay)(
+        rollout["cycles"])
     with np.load(run / "checkpoints" / REPLAY_FILE) as replay:
         buffered = int(replay["ready"][: int(replay["size"])].sum())
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from battle_rl.algos.ddqn import DQN
 from battle_rl.config import compose_overrides
@@ -233,10 +234,35 @@ def test_earlier_checkpoints_still_load(algo):
     assert find_checkpoint(ckpt_path.parent.parent) == ckpt_path
 
 
+def test_resume_keeps_the_runs_saved_values_where_the_defaults_changed(tmp_path):
+    """A run resumed after an upgrade that changed a default goes on with its own value (from
+    its .hydra/config.yaml); the new command line still wins; code keys are not replayed."""
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "ddqn-e0a5506", run)
+    original = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    saved = OmegaConf.to_container(compose_overrides("config", original), resolve=False)
+    saved.pop("hydra", None)
+    saved["hparams"]["gamma"], saved["trainer"]["max_time"] = 0.5, "00:00:07:00"
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(saved))
+    argv = resume_argv([f"resume={run}"])
+    assert argv[:2] == ["++hparams.gamma=0.5", "++trainer.max_time='00:00:07:00'"]
+    cfg = compose_overrides("config", argv)
+    assert cfg.hparams.gamma == 0.5 and cfg.trainer.max_time == "00:00:07:00"
+    argv = resume_argv([f"resume={run}", "hparams.gamma=0.7"])
+    assert compose_overrides("config", argv).hparams.gamma == 0.7
+    assert "++trainer.max_time='00:00:07:00'" in argv
+    saved["algo"]["_target_"] = "os.system"
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(ConfigError, match="algo._target_, which battle-rl does not replay"):
+        resume_argv([f"resume={run}"])
+
+
 def test_earlier_checkpoint_resumes_with_its_replay_and_pool(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(FIXTURES / "ddqn-e0a5506", run)
-    r = run_script("train.py", f"resume={run}", "trainer.max_steps=33",
+    # the fixture keeps only its overrides (no .hydra/config.yaml to pin its values from): it
+    # resumes with the recipe of its day named, +experiment=course (the default run then)
+    r = run_script("train.py", f"resume={run}", "trainer.max_steps=33", "+experiment=course",
                    "trainer.enable_progress_bar=false")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed at step 30: epsilon 0.980367, 82 transitions" in r.stdout
@@ -245,9 +271,12 @@ def test_earlier_checkpoint_resumes_with_its_replay_and_pool(tmp_path):
     pool = saved["rollout"]["opponent"]["opponents"][1]
     assert [s["step"] for s in pool["snapshots"]] == [20, 30]
     assert isinstance(saved["hyper_parameters"]["network"], dict)
-    # it predates the dueling head: it resumes as what it was, not as a dueling network
+    # it predates the dueling head: it resumes as what it was, not as a dueling network; the
+    # refusal comes before Hydra starts, so the run's saved command is left as it was
+    saved_command = (run / ".hydra" / "overrides.yaml").read_text()
     r = run_script("train.py", f"resume={run}", "trainer.max_steps=36",
                    "algo.network.dueling=true", "trainer.enable_progress_bar=false")
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert "trained with network={'conv_channels': [2, 2], 'hidden': [8], 'dueling': False}" \
-        in r.stderr + r.stdout
+        in r.stderr.strip().splitlines()[-1]
+    assert (run / ".hydra" / "overrides.yaml").read_text() == saved_command

@@ -278,7 +278,7 @@ def check_sweep(sweep: Path, expected: list[dict]) -> list:
         assert run["group"] == sweep_group(sweep) and run["mode"] == "offline"
         assert run["name"] == ",".join(sorted(o for o in overrides if not o.startswith("+")))
         record = next(offline[0].glob("*.wandb")).read_bytes()
-        for text in ("algo:ddqn", "opponent:random", "reward:seed", run["group"],
+        for text in ("algo:ddqn", "opponent:random", "reward:fighter", run["group"],
                      "opponents_dir", "max_cycles", "batch_size"):
             assert text.encode() in record, text
         config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
