@@ -377,9 +377,29 @@ def job_dir_name(num, overrides, exclude=()) -> str:
     return f"{num}_{name}" if name else str(num)
 
 
-# hydra.sweep.subdir in conf/config.yaml; registered wherever battle_rl.config is imported
-# (the entry points, and so every launcher's job process)
+def native_bf16(accelerator: str = "cpu") -> bool | None:
+    """Does the learner's device compute bfloat16 in hardware (a CPU with AVX512-BF16 or AMX,
+    a GPU that supports it)? None where this torch cannot tell."""
+    import torch
+
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return None
+
+
+def fast_precision(accelerator: str = "cpu") -> str:
+    """``trainer.precision`` for speed: bf16-mixed where bfloat16 is native, else 32-true
+    (emulated bfloat16 is slower than float32)."""
+    return "bf16-mixed" if native_bf16(str(accelerator)) else "32-true"
+
+
+# registered wherever battle_rl.config is imported (the entry points, and so every launcher's
+# job process): hydra.sweep.subdir in conf/config.yaml; trainer.precision of DDQN's recipe
 OmegaConf.register_new_resolver("battle_rl.job_dir", job_dir_name, replace=True)
+OmegaConf.register_new_resolver("battle_rl.fast_precision", fast_precision, replace=True)
 
 
 def fail(message: str, code: int = 2):

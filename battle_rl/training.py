@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from battle_rl.callbacks import (EvalCallback, GracefulStop, LRDecay, ReplayCheckpoint,
                                  SelfPlaySnapshots, SyncStop)
-from battle_rl.config import ConfigError, validate_train
+from battle_rl.config import ConfigError, native_bf16, validate_train
 from battle_rl.distributed import check_launch, own_stream
 from battle_rl.env import BattleEnv
 from battle_rl.evaluation import evaluate, format_table, write_eval_json
@@ -238,10 +238,7 @@ def emulated_bf16(cfg: DictConfig) -> bool:
     if (str(cfg.trainer.get("precision")) != "bf16-mixed" or accelerator == "gpu"
             or (accelerator == "auto" and torch.cuda.is_available())):
         return False
-    try:
-        return not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # a torch without these probes: no claim either way
-        return False
+    return native_bf16(accelerator) is False  # a torch without the probes: no claim
 
 
 def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -> dict:

@@ -135,6 +135,22 @@ def test_bf16_on_a_cpu_without_bfloat16_instructions_is_named(monkeypatch):
     assert not emulated_bf16(cfg("bf16-mixed"))
 
 
+def test_the_default_run_trains_in_bfloat16_only_where_it_is_native(monkeypatch):
+    """DDQN's recipe picks bf16-mixed on a CPU that computes bfloat16 (faster), float32 on
+    one that would emulate it (slower); an explicit trainer.precision still wins."""
+    from battle_rl.config import compose_overrides
+
+    def precision(*overrides):
+        return compose_overrides("config", list(overrides)).trainer.precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert precision() == "bf16-mixed"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert precision() == "32-true"
+    assert precision("trainer.precision=bf16-mixed") == "bf16-mixed"
+
+
 def test_rematch_keeps_the_weights_that_play_better(capsys):
     """eval.rematch_episodes: the best evaluation's weights and the last ones play new games,
     and each other; the better are kept, and the network ends with its own weights either
