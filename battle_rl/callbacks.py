@@ -122,14 +122,13 @@ class EvalCallback(pl.Callback):
         at least as well; ``net`` keeps its weights either way."""
         t0 = time.perf_counter()
         seed = self.seed + 1_000_000  # games no evaluation during training played
-        last_state = copy.deepcopy(net.state_dict())
-        last_net = copy.deepcopy(net).eval()
+        last_net = copy.deepcopy(net).eval()  # the last weights, frozen
         last = self.play(net, episodes, seed)
         net.load_state_dict(self.best_state)
         best_net = copy.deepcopy(net).eval()
         best = self.play(net, episodes, seed)
         best.update(self.play(net, episodes, seed, {"the_other": _rival(last_net)}))
-        net.load_state_dict(last_state)
+        net.load_state_dict(last_net.state_dict())
         last.update(self.play(net, episodes, seed, {"the_other": _rival(best_net)}))
         self.eval_seconds += time.perf_counter() - t0
         keep_last = self.score(last) >= self.score(best)

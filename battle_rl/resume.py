@@ -101,10 +101,10 @@ def pinned_values(saved: Path, original: list[str], rest: list[str]) -> list[str
     from battle_rl.config import compose_overrides
 
     def leaves(cfg) -> dict:
-        plain = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=False)
+        plain = OmegaConf.to_container(cfg, resolve=False)
         return _flatten({k: v for k, v in plain.items() if k != "hydra"})
 
-    was = leaves(OmegaConf.to_container(OmegaConf.load(saved), resolve=False))
+    was = leaves(OmegaConf.load(saved))
     today = leaves(compose_overrides("config", original))
     wanted = leaves(compose_overrides("config", original + rest))
     pinned = []
@@ -151,10 +151,10 @@ def check_resume(cfg) -> None:
     """``resume=``'s checkpoint against the composed command, before Hydra starts the job (and
     rewrites the run's ``.hydra/overrides.yaml``): a refused resume leaves the run's saved
     command as it was, so a plain ``resume=PATH`` still works after it."""
-    if cfg.get("resume"):
+    if cfg.get("resume"):  # resume_argv has found the checkpoint: its path
         from battle_rl.training import make_module  # Lightning: only when resuming
 
-        check_compatible(find_checkpoint(cfg.resume), make_module(cfg))
+        check_compatible(Path(cfg.resume), make_module(cfg))
 
 
 def check_compatible(ckpt_path: Path, module) -> int:
