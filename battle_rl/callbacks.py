@@ -1,6 +1,7 @@
 """The Trainer's callbacks: evaluation during training (periodic batched Table I, best-policy
 tracking, early stop), the replay buffer's checkpoints, a clean stop on Ctrl-C, self-play
-snapshots, and the learning rate's decay over the end of the budget."""
+snapshots, the learning rate's decay over the end of the budget, and the average of the weights
+over it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
+from torch.optim.swa_utils import AveragedModel
 
 from battle_rl.evaluation import Evaluator, evaluate, evaluate_as_red
 from battle_rl.league.opponents import NetOpponent, Opponent
@@ -321,3 +323,48 @@ class LRDecay(pl.Callback):
                 group["lr"] = group.setdefault("initial_lr", group["lr"]) * scale
         if (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
             pl_module.log("train/lr_scale", scale, on_step=True, on_epoch=False, batch_size=1)
+
+
+class WeightAverage(pl.Callback):
+    """The run's final policy is the mean of its policy network's weights over the end of the
+    budget, from fraction ``after`` of it (``hparams.weight_average``): stochastic weight
+    averaging (Izmailov et al., 2018), with torch's ``AveragedModel``, one update per step.
+
+    Why: a self-play learner's greedy policy swings from update to update; the weights it
+    happens to end on can be in a swing (a 3-minute run's last weights lost 29 of 30 games to the
+    scripted agent, the mean of its last three snapshots none: BENCHMARKS.md, "weight
+    averaging"). At the end of training the mean replaces the policy network's weights, as
+    Lightning's own ``WeightAveraging`` does, so everything after (the rematch, ``policy.pt``,
+    the final Table I) sees the averaged weights. The mean so far is saved with every checkpoint.
+    (Lightning's callback averages the whole LightningModule, whose rollout holds the game and
+    the replay buffer: this one averages the policy network only.)
+    """
+
+    def __init__(self, after: float):
+        self.after = after
+        self.average: AveragedModel | None = None
+        self._restored: dict | None = None  # from a checkpoint, until the network is at hand
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (budget_fraction(trainer) or 0.0) < self.after:
+            return
+        net = pl_module.policy_net()
+        if self.average is None:
+            self.average = AveragedModel(net, use_buffers=True)
+            if self._restored is not None:
+                self.average.load_state_dict(self._restored)
+        self.average.update_parameters(net)
+
+    def on_train_end(self, trainer, pl_module):
+        if self.average is not None:
+            pl_module.policy_net().load_state_dict(self.average.module.state_dict())
+
+    def averaged(self) -> int:
+        """How many updates' weights the mean holds."""
+        return int(self.average.n_averaged) if self.average is not None else 0
+
+    def state_dict(self) -> dict:
+        return {} if self.average is None else {"average": self.average.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored = state_dict.get("average")

@@ -81,10 +81,14 @@ def validate_train(cfg: DictConfig) -> None:
            "a fraction of the budget in [0, 1), or null: off")
     _check(cfg, f"{h}.lr_decay.to", lambda x: 0.0 <= float(x) <= 1.0,
            "a fraction of hparams.lr in [0, 1]")
-    if (_get(cfg, f"{h}.lr_decay.after") is not None and (_get(cfg, "trainer.max_steps") or -1) <= 0
-            and _get(cfg, "trainer.max_time") is None):
-        raise ConfigError("hparams.lr_decay.after needs a budget to take a fraction of: set "
-                          "trainer.max_steps or trainer.max_time")
+    _check(cfg, f"{h}.weight_average.after", lambda x: 0.0 <= float(x) < 1.0,
+           "a fraction of the budget in [0, 1), or null: off")
+    for key in ("lr_decay", "weight_average"):
+        if (_get(cfg, f"{h}.{key}.after") is not None
+                and (_get(cfg, "trainer.max_steps") or -1) <= 0
+                and _get(cfg, "trainer.max_time") is None):
+            raise ConfigError(f"hparams.{key}.after needs a budget to take a fraction of: set "
+                              f"trainer.max_steps or trainer.max_time")
     _check(cfg, "eval.every_n_steps", lambda x: int(x) == x and x >= 0, "an integer >= 0 (0: off)")
     _check(cfg, "eval.episodes", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     _check(cfg, "eval.workers", lambda x: int(x) == x and x >= 1, "an integer >= 1")

@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from battle_rl.callbacks import (EvalCallback, GracefulStop, LRDecay, ReplayCheckpoint,
-                                 SelfPlaySnapshots, SyncStop)
+                                 SelfPlaySnapshots, SyncStop, WeightAverage)
 from battle_rl.config import ConfigError, native_bf16, validate_train
 from battle_rl.distributed import check_launch, own_stream
 from battle_rl.env import BattleEnv
@@ -286,6 +286,10 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         lr_decay = cfg.hparams.get("lr_decay") or {}
         if lr_decay.get("after") is not None:
             callbacks.append(LRDecay(float(lr_decay.after), float(lr_decay.get("to", 0.1))))
+        average = None
+        if (cfg.hparams.get("weight_average") or {}).get("after") is not None:
+            average = WeightAverage(float(cfg.hparams.weight_average.after))
+            callbacks.append(average)
         callbacks += extra_callbacks or []
         if cfg.trainer.get("enable_progress_bar", True):
             callbacks.append(BattleProgressBar())
@@ -316,6 +320,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
 
         net = module.policy_net()
         source = "final"
+        if average is not None and average.averaged():
+            source = f"final: the mean of the last {average.averaged()} updates' weights"
         if eval_cb is not None and eval_cb.best_state is not None and not stop.requested:
             if eval_cb.last_step != trainer.global_step:
                 eval_cb.run(trainer, module)  # the last weights get their chance too

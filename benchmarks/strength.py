@@ -42,8 +42,9 @@ REFERENCE = AGENTS / "champion-2026-11-29.pt"
 BUILT_IN = ["random", "pretrained", "final", "scripted", "passive", "passive_strict"]
 
 
-def gauntlet_specs() -> list[str]:
-    """The gauntlet's agents as tournament specs (name=agent); missing course nets left out."""
+def gauntlet_specs(only: list[str] | None = None) -> list[str]:
+    """The gauntlet's agents as tournament specs (name=agent); missing course nets left out;
+    ``only``: just the agents of these names."""
     from battle_rl.league.opponents import COURSE_FILES
 
     specs = []
@@ -56,6 +57,11 @@ def gauntlet_specs() -> list[str]:
     if REFERENCE.is_file():
         specs.append(f"champion-ref={REFERENCE}")
     specs += [f"{p.stem}={p}" for p in sorted(AGENTS.glob("heldout-*.pt"))]
+    if only is not None:
+        unknown = set(only) - {s.split("=", 1)[0] for s in specs}
+        if unknown:
+            raise SystemExit(f"not in the gauntlet: {', '.join(sorted(unknown))}")
+        specs = [s for s in specs if s.split("=", 1)[0] in only]
     return specs
 
 
@@ -91,13 +97,14 @@ class Snapshots(pl.Callback):
 
 
 def play(policies: dict[str, str], episodes: int, seed: int, workers: int, log=print,
-         max_cycles: int = 300) -> list:
-    """Every policy against every gauntlet opponent, ``episodes`` games on each side."""
+         max_cycles: int = 300, only: list[str] | None = None) -> list:
+    """Every policy against every gauntlet opponent (``only``: those of these names),
+    ``episodes`` games on each side."""
     from battle_rl.evaluation import Evaluator
     from battle_rl.league.tournament import parse_entrant, play_round_robin
 
     evaluator = Evaluator(max_cycles=max_cycles, workers=workers)
-    opponents = [parse_entrant(s, OPPONENTS) for s in gauntlet_specs()]
+    opponents = [parse_entrant(s, OPPONENTS) for s in gauntlet_specs(only)]
     games = []
     for name, path in policies.items():
         me = parse_entrant(f"{name}={path}", OPPONENTS)

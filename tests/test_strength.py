@@ -110,3 +110,24 @@ def test_strength_benchmark_code_path(tmp_path):
     assert {r["name"] for r in result["ratings"]} >= {"tiny-s0", "scripted", "passive"}
     assert result["runs"][0]["snapshots"], "no snapshot of the time-to-strength curve"
     assert (tmp_path / "strength-tiny.png").is_file()
+
+
+def test_weight_average_benchmark_code_path(tmp_path):
+    """A tiny run; its policy and the mean of its weights from half-way play both sides."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "weight_average.py"), "--seeds", "0",
+           "--after", "0.5", "--opponents", "scripted", "passive", "--episodes", "1",
+           "--max-cycles", "10", "--label", "tiny", "--results", str(tmp_path),
+           "--out", str(tmp_path / "runs"), "trainer.max_steps=40", "env.max_cycles=20",
+           "hparams.warmup=200", "hparams.batch_size=32", "eval.every_n_steps=0",
+           "logger=none", "opponent=passive", "threads=1"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = json.loads((tmp_path / "weight-average-tiny.json").read_text())["runs"][0]
+    assert run["averaged"] == {"0.5": 21}  # updates 20..40 of 40
+    assert run["policy_source"] == "final"  # the run's own averaging is off
+    for name in ("run", "mean-from-0.5"):
+        for opponent in ("scripted", "passive"):
+            sides = run["tables"][name][opponent]
+            assert {s: sum(sides[s][k] for k in ("win", "draw", "lose")) for s in sides} == \
+                {"blue": 1, "red": 1}
+    assert (tmp_path / "runs" / "seed0" / "mean-from-0.5.pt").is_file()

@@ -222,3 +222,64 @@ def test_lr_decay_in_a_run_reaches_its_end_and_is_logged(tmp_path):
     # the last update (step 29 of 30) ran at 1 - 0.8 * (29/30 - 0.5) / 0.5 of the rate
     assert group["lr"] == pytest.approx(1e-3 * (1 - 0.8 * (29 / 30 - 0.5) / 0.5))
     assert "train/lr_scale" in (out / "csv" / "metrics.csv").read_text()
+
+
+def test_weight_average_is_the_mean_of_the_weights_over_the_end_of_the_budget():
+    """hparams.weight_average: from fraction `after` of the budget, every update's weights go
+    into a running mean, which replaces the policy network's weights when training ends; a
+    checkpoint carries the mean so far, and a resumed run continues it."""
+    from types import SimpleNamespace
+
+    from battle_rl.callbacks import WeightAverage
+
+    class Module:
+        def __init__(self):
+            self.net = torch.nn.Linear(2, 1)
+
+        def policy_net(self):
+            return self.net
+
+    def play(callback, module, steps, max_steps=10):
+        for step in steps:  # the weights of update `step` are all `step`
+            torch.nn.init.constant_(module.net.weight, float(step))
+            trainer = SimpleNamespace(max_steps=max_steps, global_step=step, callbacks=[])
+            callback.on_train_batch_end(trainer, module, None, None, step)
+
+    module, average = Module(), WeightAverage(after=0.6)
+    play(average, module, range(1, 11))  # steps 6..10 are in the last 40%
+    assert average.averaged() == 5
+    average.on_train_end(None, module)
+    assert torch.all(module.net.weight == 8.0)  # mean of 6, 7, 8, 9, 10
+
+    # interrupted after step 7 and resumed from its checkpoint: the same mean at the end
+    module, first = Module(), WeightAverage(after=0.6)
+    play(first, module, range(1, 8))
+    state = first.state_dict()
+    resumed = WeightAverage(after=0.6)
+    resumed.load_state_dict(state)
+    play(resumed, module, range(8, 11))
+    resumed.on_train_end(None, module)
+    assert resumed.averaged() == 5 and torch.all(module.net.weight == 8.0)
+
+    # before the window nothing is averaged and the last weights stay
+    module, early = Module(), WeightAverage(after=0.95)
+    play(early, module, range(1, 10))
+    early.on_train_end(None, module)
+    assert early.averaged() == 0 and early.state_dict() == {}
+    assert torch.all(module.net.weight == 9.0)
+
+
+def test_weight_average_in_a_run_is_what_policy_pt_and_the_checkpoint_hold(tmp_path):
+    out = tmp_path / "run"
+    r = run_script("train.py", *TINY, "hparams.weight_average.after=0.5", "checkpoint_every=20",
+                   f"hydra.run.dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    state = next(v for k, v in ckpt["callbacks"].items() if "WeightAverage" in k)["average"]
+    assert int(state["n_averaged"]) == 16  # updates 15..30 of 30
+    policy = torch.jit.load(out / "policy.pt")
+    for name, value in policy.state_dict().items():
+        assert torch.equal(value, state[f"module.{name}"])
+        assert torch.equal(value, ckpt["state_dict"][f"q_net.{name}"])
+    bad = run_script("train.py", *TINY, "hparams.weight_average.after=1.0", timeout=60)
+    assert bad.returncode == 2 and "hparams.weight_average.after" in bad.stderr
