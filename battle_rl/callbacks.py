@@ -37,8 +37,9 @@ class EvalCallback(pl.Callback):
     last opponent by default) is rendered and logged to W&B as a video.
     ``sides``: the learner plays blue (as trained), red (through the mirror; rows and metrics
     ``<opponent>_as_red``), or both: the best weights are then the best on both sides.
-    ``rematch`` (at the end, ``eval.rematch_episodes``) replays the best weights against the
-    last ones in more, new games, and has them play each other.
+    ``rematch`` (at the end, ``eval.rematch_episodes``) has the candidates for ``policy.pt``
+    (the best evaluation's weights, the last ones, their mean) play more, new games, and each
+    other.
     Under DDP only rank 0 evaluates; its stop is every rank's (``SyncStop``).
     """
 
@@ -115,29 +116,35 @@ class EvalCallback(pl.Callback):
         margin = sum(r["blue_kills"] - r["red_kills"] for r in table.values()) / len(table)
         return min(win_rates), tuple(sorted(win_rates)), margin
 
-    def rematch(self, net, episodes: int) -> bool:
-        """The best evaluation's weights against ``net``'s own (the last ones), ``episodes``
-        new games each per opponent and side: five-game evaluations are noisy, and an early
-        lucky one must not outrank weights trained three times longer. The two also play
-        each other, a row of each one's table: where both beat the evaluation opponents every
-        time, that is the only row that tells them apart. True when the last weights score
-        at least as well; ``net`` keeps its weights either way."""
+    def rematch(self, net, candidates: dict[str, dict], episodes: int) -> str:
+        """Candidate weights (name: state dict) play it out: ``episodes`` new games each per
+        opponent and side, and as many against every other candidate on each side (rows
+        ``vs <name>``): five-game evaluations are noisy, an early lucky one must not outrank
+        weights trained three times longer, and where every candidate beats the evaluation
+        opponents every time, playing each other is what tells them apart. Returns the name of
+        the best by ``score`` (the first of equals); ``net`` keeps its own weights."""
         t0 = time.perf_counter()
         seed = self.seed + 1_000_000  # games no evaluation during training played
-        last_net = copy.deepcopy(net).eval()  # the last weights, frozen
-        last = self.play(net, episodes, seed)
-        net.load_state_dict(self.best_state)
-        best_net = copy.deepcopy(net).eval()
-        best = self.play(net, episodes, seed)
-        best.update(self.play(net, episodes, seed, {"the_other": _rival(last_net)}))
-        net.load_state_dict(last_net.state_dict())
-        last.update(self.play(net, episodes, seed, {"the_other": _rival(best_net)}))
+        own = copy.deepcopy(net.state_dict())
+        frozen = {}
+        for name, state in candidates.items():
+            net.load_state_dict(state)
+            frozen[name] = copy.deepcopy(net).eval()
+        tables = {}
+        for name, state in candidates.items():
+            net.load_state_dict(state)
+            tables[name] = self.play(net, episodes, seed)
+            for other, other_net in frozen.items():
+                if other != name:
+                    tables[name].update(self.play(net, episodes, seed,
+                                                  {f"vs {other}": _rival(other_net)}))
+        net.load_state_dict(own)
         self.eval_seconds += time.perf_counter() - t0
-        keep_last = self.score(last) >= self.score(best)
-        print(f"rematch, {episodes} games per opponent and side: the last weights "
-              f"{self._wins(last)}, step {self.best_step}'s {self._wins(best)}: keeping "
-              f"{'the last' if keep_last else f'step {self.best_step}'}", flush=True)
-        return keep_last
+        best = max(tables, key=lambda name: self.score(tables[name]))  # max: the first of equals
+        print(f"rematch, {episodes} games per opponent and side: "
+              + "; ".join(f"{name}: {self._wins(t)}" for name, t in tables.items())
+              + f": keeping {best}", flush=True)
+        return best
 
     @staticmethod
     def _wins(table: dict) -> str:
@@ -334,8 +341,9 @@ class WeightAverage(pl.Callback):
     happens to end on can be in a swing (a 3-minute run's last weights lost 29 of 30 games to the
     scripted agent, the mean of its last three snapshots none: BENCHMARKS.md, "Weight
     averaging"). At the end of training the mean replaces the policy network's weights, as
-    Lightning's own ``WeightAveraging`` does, so everything after (the rematch, ``policy.pt``,
-    the final Table I) sees the averaged weights. The mean so far is saved with every checkpoint.
+    Lightning's own ``WeightAveraging`` does, so everything after (``policy.pt``, the final
+    Table I) sees the averaged weights, unless the rematch (``eval.rematch_episodes``) finds
+    the last weights, kept as ``last_state``, better. The mean so far is saved with every checkpoint.
     (Lightning's callback averages the whole LightningModule, whose rollout holds the game and
     the replay buffer: this one averages the policy network only.)
     """
@@ -344,6 +352,7 @@ class WeightAverage(pl.Callback):
         self.after = after
         self.average: AveragedModel | None = None
         self._restored: dict | None = None  # from a checkpoint, until the network is at hand
+        self.last_state: dict | None = None  # the last weights, once the mean replaced them
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if (budget_fraction(trainer) or 0.0) < self.after:
@@ -357,7 +366,9 @@ class WeightAverage(pl.Callback):
 
     def on_train_end(self, trainer, pl_module):
         if self.average is not None:
-            pl_module.policy_net().load_state_dict(self.average.module.state_dict())
+            net = pl_module.policy_net()
+            self.last_state = copy.deepcopy(net.state_dict())  # a candidate in the rematch
+            net.load_state_dict(self.average.module.state_dict())
 
     def averaged(self) -> int:
         """How many updates' weights the mean holds."""

@@ -6,6 +6,7 @@ checkpoint) runs before the first environment is built, so a bad command costs s
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -129,7 +130,8 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Path | None:
     for name, weight in cfg.opponent.weights.items():
         if weight > 0:
             check_opponent(name, odir, policies)
-    if cfg.eval.every_n_steps > 0 or cfg.eval.final_episodes > 0:
+    if cfg.eval.every_n_steps > 0 or cfg.eval.final_episodes > 0 or \
+            cfg.eval.get("rematch_episodes", 0) > 0:
         for name in cfg.eval.opponents:
             check_opponent(name, odir, policies)
     if cfg.get("init_from"):  # loads into a throw-away learner: a mismatch fails here
@@ -179,7 +181,7 @@ def build(cfg: DictConfig, run_dir: Path):
     dataset = module.make_dataset(env, opponent, hp, seed=cfg.seed)
     module.rollout = dataset
     eval_cb = None
-    if cfg.eval.every_n_steps > 0:
+    if cfg.eval.every_n_steps > 0 or cfg.eval.get("rematch_episodes", 0) > 0:
         eval_cb = EvalCallback(
             opponents=eval_opponents(cfg),
             every_n_steps=cfg.eval.every_n_steps,
@@ -239,6 +241,39 @@ def emulated_bf16(cfg: DictConfig) -> bool:
             or (accelerator == "auto" and torch.cuda.is_available())):
         return False
     return native_bf16(accelerator) is False  # a torch without the probes: no claim
+
+
+def final_weights(cfg: DictConfig, trainer: pl.Trainer, module, eval_cb, average,
+                  interrupted: bool) -> str:
+    """Load the weights ``policy.pt`` gets into the policy network; returns what they are.
+    The candidates: the network's own weights at the end (with ``hparams.weight_average``, the
+    mean and the last weights, in that order) and the best evaluation's, where it is not
+    those. With ``eval.rematch_episodes`` they play it out; without, the best evaluation's are
+    kept where there is one, else the first candidate. An interrupted run keeps the first."""
+    net = module.policy_net()
+    candidates = {"final": copy.deepcopy(net.state_dict())}
+    about = {"final": "final"}
+    if average is not None and average.averaged() and average.last_state is not None:
+        candidates = {"mean": candidates["final"], "last": average.last_state}
+        about = {"mean": f"the mean of the last {average.averaged()} updates' weights",
+                 "last": "the last weights"}
+    if eval_cb is None or interrupted:
+        return next(iter(about.values()))
+    best = None
+    if eval_cb.best_state is not None:
+        if eval_cb.last_step != trainer.global_step:
+            eval_cb.run(trainer, module)  # the network's own weights get their chance too
+        if eval_cb.best_step != trainer.global_step:
+            best = f"step {eval_cb.best_step}"
+            candidates[best] = eval_cb.best_state
+            about[best] = f"best evaluation (step {eval_cb.best_step})"
+    episodes = cfg.eval.get("rematch_episodes", 0)
+    if episodes and len(candidates) > 1:
+        chosen = eval_cb.rematch(net, candidates, episodes)
+    else:
+        chosen = best or next(iter(candidates))
+    net.load_state_dict(candidates[chosen])
+    return about[chosen]
 
 
 def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -> dict:
@@ -319,20 +354,9 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
                     "interrupted": stop.requested, "objective": 0.0}
 
         net = module.policy_net()
-        source = "final"
-        if average is not None and average.averaged():
-            source = f"final: the mean of the last {average.averaged()} updates' weights"
-        if eval_cb is not None and eval_cb.best_state is not None and not stop.requested:
-            if eval_cb.last_step != trainer.global_step:
-                eval_cb.run(trainer, module)  # the last weights get their chance too
-            if eval_cb.best_step != trainer.global_step:
-                episodes = cfg.eval.get("rematch_episodes", 0)
-                if episodes and eval_cb.rematch(net, episodes):
-                    source = f"final (won the rematch against step {eval_cb.best_step})"
-                else:
-                    net.load_state_dict(eval_cb.best_state)
-                    source = f"best evaluation (step {eval_cb.best_step})"
+        source = final_weights(cfg, trainer, module, eval_cb, average, stop.requested)
         policy_path = export_policy(net, run_dir / "policy.pt")
+        print(f"policy.pt holds {source}", flush=True)
         summary = {
             "steps": trainer.global_step,
             "episodes": dataset.episodes,

@@ -152,33 +152,55 @@ def test_the_default_run_trains_in_bfloat16_only_where_it_is_native(monkeypatch)
 
 
 def test_rematch_keeps_the_weights_that_play_better(capsys):
-    """eval.rematch_episodes: the best evaluation's weights and the last ones play new games,
-    and each other; the better are kept, and the network ends with its own weights either
-    way."""
+    """eval.rematch_episodes: candidate weights play new games, and each other; the better
+    are kept (the first of equals), and the network ends with its own weights either way."""
     from battle_rl.callbacks import EvalCallback
     from battle_rl.league.opponents import PassiveOpponent, RandomOpponent, champion_file
     from battle_rl.networks import load_policy
 
     strong = load_policy(champion_file()).state_dict()
     idle = {k: torch.zeros_like(v) for k, v in strong.items()}  # all actions valued alike
+    own = {k: torch.full_like(v, 0.5) for k, v in strong.items()}
     cb = EvalCallback({"random": RandomOpponent(0)}, every_n_steps=1, episodes=1, max_cycles=30,
                       sides=("blue", "red"))
     net = load_policy(champion_file())
-    for last, best, keep_last in ((strong, idle, True), (idle, strong, False)):
-        net.load_state_dict(last)
-        cb.best_state, cb.best_step = best, 7
-        assert cb.rematch(net, episodes=2) is keep_last
-        assert all(torch.equal(v, last[k]) for k, v in net.state_dict().items())
+    for candidates, winner in (({"a": strong, "b": idle}, "a"), ({"a": idle, "b": strong}, "b")):
+        net.load_state_dict(own)
+        assert cb.rematch(net, candidates, episodes=2) == winner
+        assert all(torch.equal(v, own[k]) for k, v in net.state_dict().items())
         line = capsys.readouterr().out.strip().splitlines()[-1]
-        assert line.count("the_other ") == 2 and line.count("the_other_as_red ") == 2
+        assert f"keeping {winner}" in line
+        assert line.count("vs a ") == line.count("vs b_as_red ") == 1
+        assert line.count("random_as_red ") == 2
+    # equals: the first is kept
+    three = {"idle": idle, "strong": strong, "strong too": strong}
+    assert cb.rematch(net, three, episodes=1) == "strong"
     # against an opponent neither can beat in time (it never fights and runs away), the
     # two tie; playing each other, the champion wins
     cb = EvalCallback({"passive_strict": PassiveOpponent(attack=False)}, every_n_steps=1,
                       episodes=1, max_cycles=80, sides=("blue", "red"))
-    for last, best, keep_last in ((strong, idle, True), (idle, strong, False)):
-        net.load_state_dict(last)
-        cb.best_state, cb.best_step = best, 7
-        assert cb.rematch(net, episodes=2) is keep_last
+    for candidates, winner in (({"a": strong, "b": idle}, "a"), ({"a": idle, "b": strong}, "b")):
+        assert cb.rematch(net, candidates, episodes=2) == winner
+
+
+def test_the_mean_and_the_last_weights_play_it_out_for_policy_pt(tmp_path):
+    """With weight averaging and eval.rematch_episodes, the mean and the last weights are the
+    candidates, and policy.pt holds the one the rematch kept."""
+    out = tmp_path / "run"
+    r = run_script("train.py", *TINY, "hparams.weight_average.after=0.5",
+                   "eval.rematch_episodes=1", "eval.opponents=[random]", "eval.sides=[blue,red]",
+                   f"hydra.run.dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = next(x for x in r.stdout.splitlines() if x.startswith("rematch"))
+    kept = line.rsplit("keeping ", 1)[1]
+    assert kept in ("mean", "last") and "vs last_as_red" in line and "vs mean " in line
+    holds = {"mean": "the mean of the last 16 updates' weights", "last": "the last weights"}
+    assert f"policy.pt holds {holds[kept]}" in r.stdout
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    mean = next(v for k, v in ckpt["callbacks"].items() if "WeightAverage" in k)["average"]
+    policy = torch.jit.load(out / "policy.pt")
+    same = all(torch.equal(v, mean[f"module.{k}"]) for k, v in policy.state_dict().items())
+    assert same == (kept == "mean")
 
 
 def test_evaluation_during_training_on_both_sides(tmp_path):
@@ -272,7 +294,7 @@ def test_weight_average_is_the_mean_of_the_weights_over_the_end_of_the_budget():
 def test_weight_average_in_a_run_is_what_policy_pt_and_the_checkpoint_hold(tmp_path):
     out = tmp_path / "run"
     r = run_script("train.py", *TINY, "hparams.weight_average.after=0.5", "checkpoint_every=20",
-                   f"hydra.run.dir={out}")
+                   "eval.rematch_episodes=0", f"hydra.run.dir={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     state = next(v for k, v in ckpt["callbacks"].items() if "WeightAverage" in k)["average"]
