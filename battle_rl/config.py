@@ -134,6 +134,8 @@ def validate_train(cfg: DictConfig) -> None:
     _check(cfg, "self_play.sampling", lambda x: x in SELF_PLAY_SAMPLING,
            "one of " + ", ".join(SELF_PLAY_SAMPLING))
     _check(cfg, "reward.approach", lambda x: float(x) >= 0, "a weight >= 0 (0: off)")
+    _check(cfg, "reward.hurt", lambda x: float(x) <= 0, "a weight <= 0: a cost per hit taken "
+           "(0: off)")
     _check(cfg, "hparams.both_teams", lambda x: isinstance(x, bool), "true or false")
     _check(cfg, "hparams.flip_y", lambda x: isinstance(x, bool), "true or false")
     _check(cfg, "hparams.red_share", unit, "the share of episodes played as red, in [0, 1]")
@@ -178,9 +180,10 @@ def _check_hparams_family(cfg: DictConfig) -> None:
         raise ConfigError(f"algo={name} learns from a replay buffer: the PPO hyperparameters "
                           f"(hparams=ppo) are for algo=ippo / mappo; choose e.g. hparams=fast")
     single_agent_q = target.endswith((".ddqn.DQN", ".mfq.MFQ"))
-    if _get(cfg, "algo.network.dueling") and not single_agent_q:
-        raise ConfigError(f"algo.network.dueling=true is not available for algo={name}: the "
-                          f"dueling head is for the Q-networks of algo=ddqn, dqn and mfq")
+    for key in ("dueling", "action_mask"):  # options of the single agents' Q-networks
+        if _get(cfg, f"algo.network.{key}") and not single_agent_q:
+            raise ConfigError(f"algo.network.{key}=true is not available for algo={name}: it "
+                              f"is an option of the Q-networks of algo=ddqn, dqn and mfq")
     for key in ("flip_y", "red_share"):  # the rollout's mirrors of single agents' rows
         value = hp.get(key)
         if value and not single_agent_q:

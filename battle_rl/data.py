@@ -122,10 +122,19 @@ class RolloutDataset(IterableDataset):
         n = len(obs)
         explore = self.rng.random(n) < eps
         if (explore | ~alive).all():
-            return self.rng.integers(0, N_ACTIONS, n)
+            return self._random(obs)
         actions = self._greedy(obs, alive & ~explore)
-        actions[explore] = self.rng.integers(0, N_ACTIONS, int(explore.sum()))
+        if explore.any():
+            actions[explore] = self._random(obs[explore])
         return actions
+
+    def _random(self, obs: np.ndarray) -> np.ndarray:
+        """Exploring actions: the learner's own (a masked network draws among the actions its
+        mask allows), else uniform over all."""
+        random_actions = getattr(self.learner, "random_actions", None)
+        if random_actions is None:
+            return self.rng.integers(0, N_ACTIONS, len(obs))
+        return random_actions(obs, self.rng)
 
     def _greedy(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
         return self.learner.greedy(obs, alive)

@@ -15,6 +15,7 @@ TEAMS = ("red", "blue")
 OBS_SHAPE = (13, 13, 5)
 N_ACTIONS = 21
 TEAM_SIZE = 81  # agents per team on the 45x45 map (slot ids 0..80)
+CENTRE = OBS_SHAPE[0] // 2  # the agent's own cell in its view
 KILL_THRESHOLD = 4.5  # the course's rule: a reward above 4.5 is a kill (kill reward is 5)
 
 DEFAULT_REWARD = dict(
@@ -66,8 +67,10 @@ class BattleEnv:
 
         kwargs = dict(DEFAULT_REWARD)
         kwargs.update(reward or {})
-        # battle-rl's own shaping (training only): reward for closing in on the enemy
+        # battle-rl's own shaping (training only): reward for closing in on the enemy, and for
+        # each hit an agent takes (a negative weight: a cost)
         self.approach = float(kwargs.pop("approach", 0.0))
+        self.hurt = float(kwargs.pop("hurt", 0.0))
         self.map_size, self.max_cycles, self.reward_args = map_size, max_cycles, kwargs
         self.env = battle_v4.parallel_env(
             map_size=map_size, max_cycles=max_cycles, render_mode=render_mode, **kwargs
@@ -110,6 +113,7 @@ class BattleEnv:
         obs = self.observe_placed()
         if self.approach:
             self._distance = self._enemy_distance()
+        self._hp = {t: obs[t][:, CENTRE, CENTRE, 2] for t in TEAMS}
         return obs
 
     def step(self, actions: dict[str, np.ndarray]) -> Step:
@@ -138,6 +142,8 @@ class BattleEnv:
         kills = {t: int((reward[t] > KILL_THRESHOLD).sum()) for t in TEAMS}
         if self.approach:
             self._shape_approach(reward)
+        if self.hurt:
+            self._shape_hurt(reward, obs)
         return Step(obs=obs, reward=reward, died=died, alive=self.alive, kills=kills,
                     done=done, truncated=truncated)
 
@@ -168,6 +174,18 @@ class BattleEnv:
         for t in TEAMS:
             closed = np.nan_to_num(before[t] - now[t])  # nan: not on the map at one end
             reward[t] += (self.approach * np.clip(closed, -2, 2)).astype(np.float32)
+
+    def _shape_hurt(self, reward: dict[str, np.ndarray], obs: dict[str, np.ndarray]) -> None:
+        """``hurt`` x the hits each agent alive before and after took this cycle, read off its
+        own HP (the centre of its view: a hit takes 0.2 of it, a cycle gives back 0.01). With
+        ``hurt`` = -``attack_opponent_reward`` a hit costs the side that takes it what it pays
+        the side that lands it, as the course's rule counts kills minus losses (a death is
+        ``dead_penalty``'s)."""
+        for t in TEAMS:
+            hp = obs[t][:, CENTRE, CENTRE, 2]
+            hits = np.rint(np.maximum(self._hp[t] + 0.01 - hp, 0.0) / 0.2)
+            reward[t] += (self.hurt * np.where(self._alive[t], hits, 0.0)).astype(np.float32)
+            self._hp[t] = hp
 
     def state(self) -> np.ndarray:
         """The global state, (map_size, map_size, 5)."""

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from battle_rl.env import N_ACTIONS
-from battle_rl.networks import q_output, trunk_layers
+from battle_rl.networks import MASKED, ActionMask, q_output, trunk_layers
 
 
 def mean_action(actions: np.ndarray, acted: np.ndarray) -> np.ndarray:
@@ -42,23 +42,29 @@ class MeanFieldQNetwork(nn.Module):
     """Q(o, ā): the seed's convolutions over the observation; the mean action is joined to
     their flattened output, then the MLP to 21 values. (N, 5, 13, 13), (N, 21) -> (N, 21)."""
 
-    __constants__ = ["uses_mean_action"]  # TorchScript compiles only the branch taken
+    # TorchScript compiles only the branches taken
+    __constants__ = ["uses_mean_action", "masked", "masked_value"]
 
     def __init__(self, conv_channels=(5, 5), hidden=(120,), n_actions: int = N_ACTIONS,
-                 dueling: bool = False):
+                 dueling: bool = False, action_mask: bool = False):
         super().__init__()
         convs, mlp, width = trunk_layers(conv_channels, hidden, extra_inputs=n_actions)
         self.cnn = nn.Sequential(*convs)
         self.head = nn.Sequential(*mlp, q_output(width, n_actions, dueling))
         self.n_actions = n_actions
         self.uses_mean_action = True  # the players pass ā to networks that declare this
+        self.masked, self.masked_value = bool(action_mask), MASKED  # as networks.QNetwork's
+        self.valid_actions = ActionMask()
 
     def forward(self, obs: torch.Tensor, mean_action: Optional[torch.Tensor] = None
                 ) -> torch.Tensor:
         h = self.cnn(obs).flatten(1)
         if mean_action is None:  # no mean action given: zeros, as at a game's first cycle
             mean_action = h.new_zeros(h.shape[0], self.n_actions)
-        return self.head(torch.cat([h, mean_action], 1))
+        q = self.head(torch.cat([h, mean_action], 1))
+        if self.masked:
+            q = q.masked_fill(~self.valid_actions(obs), self.masked_value)
+        return q
 
 
 def build_mean_field_network(network_cfg: dict) -> MeanFieldQNetwork:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from battle_rl.env import N_ACTIONS, OBS_SHAPE
+from battle_rl.league.sides import ATTACKS, MOVES
 from battle_rl.safe_load import is_torchscript, torch_load
 
 IN_CHANNELS, VIEW = OBS_SHAPE[2], OBS_SHAPE[0]
@@ -64,22 +65,87 @@ def q_output(width: int, n_actions: int, dueling: bool) -> nn.Module:
     return DuelingHead(width, n_actions) if dueling else nn.Linear(width, n_actions)
 
 
+STAY = MOVES.index((0, 0))
+MASKED = -1.0e4  # the value of an action the mask rules out: below any action value
+
+
+class ActionMask(nn.Module):
+    """The actions that can do something, read off the observation: (N, 5, 13, 13) -> (N, 21)
+    bool.
+
+    The engine resolves every attack before any move (``tests/test_sides.py``), so an attack
+    on a cell with no enemy in it never hits (there is no friendly fire); a move into a wall
+    never happens, nor does a straight two-cell move across the map's border (the view shows
+    the border as one wall cell and the void beyond it as empty). Those do exactly what
+    staying does, whatever the others do. A move into a cell that holds an agent stays open:
+    it goes through when that agent moves out first (a column marching forward). Staying is
+    always possible. It has no state: a masked network keeps the state-dict layout of an
+    unmasked one.
+    """
+
+    __constants__ = ["stay"]
+
+    def __init__(self):
+        super().__init__()
+        c = VIEW // 2
+        # flat cell indices into the view: plain lists, so that the module has no state (a
+        # TorchScript module's state dict would carry its buffers, persistent or not)
+        self.move_cells: list[int] = [(c + dy) * VIEW + c + dx for dy, dx in MOVES]
+        self.attack_cells: list[int] = [(c + dy) * VIEW + c + dx for dy, dx in ATTACKS]
+        # each move's cell on the way (its destination for one-cell and diagonal moves)
+        self.via_cells: list[int] = [(c + dy // 2) * VIEW + c + dx // 2
+                                     if 2 in (abs(dy), abs(dx)) else (c + dy) * VIEW + c + dx
+                                     for dy, dx in MOVES]
+        self.stay = STAY
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        move, via, attack = (torch.tensor(cells, dtype=torch.long, device=obs.device)
+                             for cells in (self.move_cells, self.via_cells, self.attack_cells))
+        wall = obs[:, 0].flatten(1) > 0
+        moves = ~(wall[:, move] | wall[:, via])
+        moves[:, self.stay] = True
+        enemy = obs[:, 3].flatten(1) > 0
+        return torch.cat([moves, enemy[:, attack]], 1)
+
+
+def as_played(valid: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """The action a transition is credited to under an action mask (``valid``: (N, 21)): one
+    the mask rules out did what staying does (a move into a wall, an attack on no enemy)."""
+    allowed = valid.gather(1, action.unsqueeze(1)).squeeze(1)
+    return torch.where(allowed, action, torch.full_like(action, STAY))
+
+
+def random_valid_actions(valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One action per row, uniform over the row's ``True`` entries (exploration under a mask)."""
+    return (rng.random(valid.shape) * valid).argmax(1)
+
+
 class QNetwork(nn.Module):
     """The seed's Q-network: 3x3 convolutions (no padding) + ReLU, flatten, MLP to 21 values.
 
     The defaults are the report's: two convolutions of 5 channels, one hidden layer of 120.
-    ``dueling``: the last layer is a :class:`DuelingHead`.
+    With no convolutions (``conv_channels=[]``) it is an MLP over the flattened view.
+    ``dueling``: the last layer is a :class:`DuelingHead`. ``action_mask``: actions that
+    cannot do anything (:class:`ActionMask`) get the value ``MASKED``, so that greedy play and
+    the TD target's max never pick them.
     """
 
+    __constants__ = ["masked", "masked_value"]  # TorchScript compiles only the branch taken
+
     def __init__(self, conv_channels=(5, 5), hidden=(120,), n_actions: int = N_ACTIONS,
-                 dueling: bool = False):
+                 dueling: bool = False, action_mask: bool = False):
         super().__init__()
         convs, mlp, width = trunk_layers(conv_channels, hidden)
         self.cnn = nn.Sequential(*convs)
         self.head = nn.Sequential(*mlp, q_output(width, n_actions, dueling))
+        self.masked, self.masked_value = bool(action_mask), MASKED
+        self.valid_actions = ActionMask()
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.cnn(obs).flatten(1))
+        q = self.head(self.cnn(obs).flatten(1))
+        if self.masked:
+            q = q.masked_fill(~self.valid_actions(obs), self.masked_value)
+        return q
 
 
 class CourseQNetwork(nn.Module):

@@ -90,6 +90,13 @@ def resume_argv(argv: list[str]) -> list[str]:
         list(merged.values())
 
 
+# options added after runs and checkpoints were written, at the value those runs had
+LATER_OPTIONS = {"algo.network.dueling": False, "algo.network.action_mask": False,
+                 "reward.hurt": 0.0}
+LATER_NETWORK_OPTIONS = {k.rsplit(".", 1)[1]: v for k, v in LATER_OPTIONS.items()
+                         if k.startswith("algo.network.")}
+
+
 def pinned_values(saved: Path, original: list[str], rest: list[str]) -> list[str]:
     """``++key=value`` for each value of the run's saved configuration that today's defaults
     would change: a resumed run goes on as the run it was, not as a new default run. The new
@@ -107,6 +114,8 @@ def pinned_values(saved: Path, original: list[str], rest: list[str]) -> list[str
     was = leaves(OmegaConf.load(saved))
     today = leaves(compose_overrides("config", original))
     wanted = leaves(compose_overrides("config", original + rest))
+    # options added since the run started count at the value they had before they existed
+    was.update({k: v for k, v in LATER_OPTIONS.items() if k in today and k not in was})
     pinned = []
     for key, value in was.items():
         if key not in today or today[key] == value or wanted.get(key) != today[key]:
@@ -141,10 +150,6 @@ def _override_value(v) -> str:
     if isinstance(v, dict):
         return "{" + ",".join(f"{k}:{_override_value(x)}" for k, x in v.items()) + "}"
     return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-# network options added after checkpoints were written, at the value those checkpoints had
-LATER_NETWORK_OPTIONS = {"dueling": False}
 
 
 def check_resume(cfg) -> None:

@@ -4,6 +4,8 @@
     python benchmarks/strength.py --train --seeds 0 1 2 --label default          # the default run
     python benchmarks/strength.py --train --seeds 0 1 2 --label champion \\
         +experiment=champion trainer.max_time=00:00:15:00
+    python benchmarks/strength.py --train --seeds 3 4 5 --label screen-lr --episodes 10 \\
+        --curve-episodes 0 --only scripted passive champion-ref hparams.lr=2e-3  # a screening
 
 The gauntlet (``GAUNTLET``): ``random``, ``pretrained`` (``red.pt``), ``final``
 (``red_final.pt``), ``scripted``, ``passive``, ``passive_strict``, the champion shipped on
@@ -200,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=float, default=30.0, help="snapshot every N training seconds")
     p.add_argument("--episodes", type=int, default=30, help="games per side per opponent")
     p.add_argument("--curve-episodes", type=int, default=10,
-                   help="games per side per opponent for each snapshot of the curve")
+                   help="games per side per opponent for each snapshot of the curve (0: no "
+                   "curve)")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="play just these gauntlet opponents (a screening: e.g. --only scripted "
+                   "passive champion-ref)")
     p.add_argument("--seed", type=int, default=0, help="game i is played with seed + i")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-cycles", type=int, default=300, help="cycles per gauntlet game")
@@ -224,16 +230,17 @@ def main(argv: list[str] | None = None) -> int:
             run = train_seed(seed, overrides, args.every, folder)
             print(f"seed {seed}: {run['train_seconds']} s of training, whole command "
                   f"{run['command_seconds']} s", flush=True)
-            for snap in run["snapshots"]:
+            for snap in run["snapshots"] if args.curve_episodes > 0 else []:
                 games = play({"snapshot": snap["path"]}, args.curve_episodes, args.seed,
-                             args.workers, log=lambda m: None, max_cycles=args.max_cycles)
+                             args.workers, log=lambda m: None, max_cycles=args.max_cycles,
+                             only=args.only)
                 snap["score"] = score(per_side(games, "snapshot"))
                 print(f"  {snap['seconds']:>7.1f} s: gauntlet score {snap['score']:.2f}",
                       flush=True)
             runs.append(run)
             policies[f"{args.label}-s{seed}"] = run["policy"]
     games = play(policies, args.episodes, args.seed, args.workers,
-                 log=lambda m: print(m, flush=True), max_cycles=args.max_cycles)
+                 log=lambda m: print(m, flush=True), max_cycles=args.max_cycles, only=args.only)
     from battle_rl.league.tournament import summarize
 
     names = list(dict.fromkeys([n for g in games for n in (g["blue"], g["red"])]))
@@ -247,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['win']}-{r['draw']}-{r['lose']} |")
     payload = {"label": args.label, "command": "python benchmarks/strength.py "
                + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
-               "gauntlet": gauntlet_specs(), "episodes_per_side": args.episodes,
+               "gauntlet": gauntlet_specs(args.only), "episodes_per_side": args.episodes,
                "policies": policies, "tables": tables,
                "scores": {n: score(t) for n, t in tables.items()}, "ratings": ratings,
                "runs": runs, "seconds": round(time.perf_counter() - t0, 1)}
@@ -256,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     path = results / f"strength-{args.label}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     print(f"wrote {path}", flush=True)
-    if runs:
+    if runs and args.curve_episodes > 0:
         plot_curve(runs, results / f"strength-{args.label}.png", args.label)
     return 0
 

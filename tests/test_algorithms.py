@@ -128,11 +128,17 @@ def test_the_default_run_is_the_fighter_and_the_report_stays_one_override_away()
     assert cfg.algo.name == "ddqn" and min(weights.scripted, weights.passive, weights.self_play) > 0
     assert {"scripted", "passive"} <= set(cfg.eval.opponents) and cfg.eval.final_episodes == 30
     assert cfg.trainer.max_time == "00:00:02:00" and cfg.reward.approach > 0
+    network = cfg.algo.network  # an MLP over the view that never picks an action that can't act
+    assert list(network.conv_channels) == [] and network.action_mask and cfg.reward.hurt < 0
+    champion = compose_overrides("config", ["+experiment=champion"])
+    assert list(champion.algo.network.conv_channels) == [] and champion.algo.network.dueling
+    assert not champion.algo.network.action_mask and champion.reward.hurt == 0
     assert compose_overrides("config", ["+experiment=fighter"]) == cfg  # the name it had before
     report = compose_overrides("config", ["+experiment=report"])
     assert (report.hparams.lr, report.hparams.batch_size, report.hparams.episodes) == (1e-4, 128, 4)
     assert {k: w for k, w in report.opponent.weights.items() if w} == {"random": 1}
     assert list(report.algo.network.conv_channels) == [5, 5] and report.reward.approach == 0
+    assert not report.algo.network.action_mask and report.reward.hurt == 0
     assert list(report.eval.opponents) == ["random", "pretrained", "final"]
     # the other algorithms keep their own recipes
     assert compose_overrides("config", ["algo=mfq"]).opponent.weights.scripted == 0

@@ -196,18 +196,41 @@ def test_dueling_head_splits_value_and_advantage(tmp_path):
     assert isinstance(mf.head[-1], DuelingHead) and mf(x, torch.rand(9, 21)).shape == (9, 21)
 
 
-def test_dueling_is_a_config_choice_of_the_q_learners_only():
+@pytest.mark.parametrize("option", ["dueling", "action_mask"])
+def test_q_network_options_are_config_choices_of_the_q_learners_only(option):
     from battle_rl.config import ConfigError, compose_overrides, validate_train
 
     for algo in ("ddqn", "dqn", "mfq"):
-        cfg = compose_overrides("config", [f"algo={algo}", "algo.network.dueling=true"])
+        cfg = compose_overrides("config", [f"algo={algo}", f"algo.network.{option}=true"])
         validate_train(cfg)
-        assert cfg.algo.network.dueling is True
-    assert compose_overrides("config", ["+experiment=champion"]).algo.network.dueling is True
+        assert cfg.algo.network[option] is True
     for algo in ("qmix", "ippo"):
-        with pytest.raises(ConfigError, match=f"dueling=true is not available for algo={algo}"):
+        with pytest.raises(ConfigError, match=f"{option}=true is not available for algo={algo}"):
             validate_train(compose_overrides("config", [f"algo={algo}",
-                                                        "+algo.network.dueling=true"]))
+                                                        f"+algo.network.{option}=true"]))
+
+
+def test_masked_learner_explores_and_learns_only_what_can_happen():
+    """Under an action mask, exploring agents draw only allowed actions (each of them), and a
+    stored action the mask rules out (the other team's, a random opponent's) is learned as
+    the stay it amounted to."""
+    from battle_rl.algos.ddqn import DQN
+    from battle_rl.networks import STAY, as_played
+
+    learner = DQN(network={"conv_channels": [], "hidden": [16], "action_mask": True})
+    obs = np.zeros((400, *OBS_SHAPE), np.float32)
+    obs[:, 6, 6, 1] = 1  # itself
+    obs[:, 6, 7, 3] = obs[:, 6, 7, 4] = 1  # an enemy to the right: attack (0, +1) allowed
+    obs[:, 5, :, 0] = 1  # a wall along the row above: the four moves up can never happen
+    x = torch.from_numpy(obs).permute(0, 3, 1, 2)
+    valid = learner.q_net.valid_actions(x)[0]
+    assert valid.sum() == 10 and valid[STAY] and not valid[:4].any() and valid[13 + 4]
+    drawn = learner.random_actions(obs, np.random.default_rng(0))
+    assert set(drawn.tolist()) == set(torch.nonzero(valid).flatten().tolist())
+    action = torch.tensor([2, 17, 13, 8])
+    assert as_played(learner.q_net.valid_actions(x[:4]), action).tolist() == [STAY, 17, STAY, 8]
+    unmasked = DQN(network={"conv_channels": [], "hidden": [16]})
+    assert len(set(unmasked.random_actions(obs, np.random.default_rng(0)).tolist())) == 21
 
 
 @pytest.mark.parametrize("final", [False, True])

@@ -85,6 +85,36 @@ def test_kills_follow_course_rule_and_dead_slots_ignored():
     assert env.cycle == 300 or not step.alive["red"].any() or not step.alive["blue"].any()
 
 
+def test_hurt_costs_each_hit_an_agent_takes():
+    """reward.hurt: the same game played with and without it differs, cycle by cycle, by
+    hurt x the hits the surviving agents took; with nobody dying in a cycle, those are all the
+    hits the other team landed (its reward: 1 per hit, 5 per kill, nothing else here)."""
+    from battle_rl.league.opponents import ScriptedOpponent
+
+    game = dict(step_reward=0.0, dead_penalty=0.0, attack_penalty=0.0, attack_opponent_reward=1.0)
+    plain, shaped = BattleEnv(max_cycles=80, reward=game), \
+        BattleEnv(max_cycles=80, reward={**game, "hurt": -0.5})
+    red, blue = ScriptedOpponent(advance_dx=+1), ScriptedOpponent(advance_dx=-1)
+    obs, _ = plain.reset(seed=5), shaped.reset(seed=5)
+    checked = 0
+    for _ in range(80):
+        alive = plain.alive
+        actions = {"red": red.act(obs["red"], alive["red"]),
+                   "blue": blue.act(obs["blue"], alive["blue"])}
+        a, b = plain.step(actions), shaped.step(actions)
+        for team, them in (("blue", "red"), ("red", "blue")):
+            taken = -(b.reward[team] - a.reward[team]).sum() / 0.5
+            landed = a.reward[them].sum() - 5 * a.kills[them]
+            assert taken == pytest.approx(round(taken)) and 0 <= taken <= landed + 1e-4
+            if not a.died[team].any():
+                assert taken == pytest.approx(landed)
+                checked += landed > 0
+        obs = a.obs
+        if a.done:
+            break
+    assert checked > 10  # cycles with hits and no deaths were checked
+
+
 def test_same_seed_replays_same_episode():
     ev = Evaluator(max_cycles=40, n_envs=2)
     torch.manual_seed(0)

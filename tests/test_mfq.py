@@ -120,6 +120,25 @@ def test_td_loss_uses_each_rows_mean_actions():
     assert not torch.allclose(m.td_loss(batch)[0], loss)  # the stored ā' matters
 
 
+def test_masked_mf_q_values_only_what_can_act_and_learns_ruled_out_actions_as_stays(tmp_path):
+    from battle_rl.networks import MASKED, STAY
+
+    torch.manual_seed(0)
+    m = MFQ(network={"conv_channels": [], "hidden": [16], "action_mask": True})
+    obs = torch.zeros(2, *OBS_SHAPE, dtype=torch.uint8)
+    obs[:, 6, 6, 1] = 100  # itself; no enemy in reach: every attack ruled out
+    mean = torch.softmax(torch.randn(2, N_ACTIONS), 1)
+    q = m.q_net(m.preprocess(obs), mean)
+    assert (q[:, 13:] == MASKED).all() and (q[:, :13] > MASKED).all()
+    batch = {"obs": obs, "next_obs": obs, "action": torch.tensor([15, STAY]),
+             "reward": torch.ones(2), "done": torch.ones(2, dtype=torch.bool),
+             "mean_action": mean, "next_mean_action": mean}
+    _, q_taken = m.td_loss(batch)
+    assert torch.equal(q_taken, q[:, STAY])  # the attack on nothing was a stay
+    net = load_policy(export_policy(m.q_net, tmp_path / "policy.pt"))
+    assert torch.equal(net(m.preprocess(obs), mean), q)
+
+
 class Counter(nn.Module):
     """Plays action (k + 1) mod 21 when its team's mean action is one-hot(k), action 0 when
     it is zero (a first cycle); records every mean action it is given."""

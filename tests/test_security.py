@@ -251,6 +251,15 @@ def test_resume_keeps_the_runs_saved_values_where_the_defaults_changed(tmp_path)
     argv = resume_argv([f"resume={run}", "hparams.gamma=0.7"])
     assert compose_overrides("config", argv).hparams.gamma == 0.7
     assert "++trainer.max_time='00:00:07:00'" in argv
+    # options added since the run was saved count at the value they had before they existed
+    # (whatever today's defaults are); the new command line still wins
+    saved["reward"].pop("hurt")
+    saved["algo"]["network"].pop("action_mask")
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(saved))
+    cfg = compose_overrides("config", resume_argv([f"resume={run}"]))
+    assert cfg.reward.hurt == 0.0 and cfg.algo.network.action_mask is False
+    argv = resume_argv([f"resume={run}", "algo.network.action_mask=true"])
+    assert compose_overrides("config", argv).algo.network.action_mask is True
     saved["algo"]["_target_"] = "os.system"
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(saved))
     with pytest.raises(ConfigError, match="algo._target_, which battle-rl does not replay"):
@@ -277,6 +286,6 @@ def test_earlier_checkpoint_resumes_with_its_replay_and_pool(tmp_path):
     r = run_script("train.py", f"resume={run}", "trainer.max_steps=36",
                    "algo.network.dueling=true", "trainer.enable_progress_bar=false")
     assert r.returncode == 2
-    assert "trained with network={'conv_channels': [2, 2], 'hidden': [8], 'dueling': False}" \
-        in r.stderr.strip().splitlines()[-1]
+    assert "trained with network={'conv_channels': [2, 2], 'hidden': [8], 'dueling': False, " \
+        "'action_mask': False}" in r.stderr.strip().splitlines()[-1]
     assert (run / ".hydra" / "overrides.yaml").read_text() == saved_command

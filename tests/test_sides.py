@@ -110,3 +110,81 @@ def test_scripted_red_crushes_an_untrained_blue_team():
     results = Evaluator(max_cycles=150, n_envs=2).play(QNetwork().eval(), ScriptedOpponent(+1), 2)
     row = summarize(results)
     assert row["lose"] == 2 and row["red_kills"] > 3 * row["blue_kills"]
+
+
+def _scene(env: BattleEnv, blue_cells, red_cells):
+    """Reset, then put the agents on the given (x, y) cells (blue slot 0 is the one tested)."""
+    env.reset(seed=0)
+    engine = env.engine
+    engine.reset()
+    engine.add_agents(env.handles[0], method="custom", pos=[[x, y, 0] for x, y in red_cells])
+    engine.add_agents(env.handles[1], method="custom", pos=[[x, y, 0] for x, y in blue_cells])
+    return engine
+
+
+def _effect(blue_cells, red_cells, action: int) -> bool:
+    """Does blue slot 0 doing ``action`` (everyone else staying) change anything: its position
+    or an agent's HP?"""
+    env = BattleEnv(max_cycles=5)
+    engine = _scene(env, blue_cells, red_cells)
+    blue, red = env.handles[1], env.handles[0]
+    acts = np.full(len(blue_cells), MOVES.index((0, 0)), np.int32)
+    acts[0] = action
+    engine.set_action(red, np.full(len(red_cells), MOVES.index((0, 0)), np.int32))
+    engine.set_action(blue, acts)
+    before = engine.get_pos(blue).copy(), engine.get_observation(red)[0][:, 6, 6, 2].copy()
+    engine.step()
+    after = engine.get_pos(blue), engine.get_observation(red)[0][:, 6, 6, 2]
+    return not np.array_equal(before[0], after[0]) or not np.allclose(before[1], after[1])
+
+
+def test_action_mask_rules_out_what_can_never_change_the_game():
+    """For an agent among allies, enemies and a wall, with everyone else staying: every action
+    the mask rules out (an attack on an ally or on nothing, a move into the wall or across the
+    border) changes nothing, and the mask allows every action that changes something. A move
+    into a cell that holds an agent changes nothing here, but stays allowed: it goes through
+    when that agent moves out first."""
+    from battle_rl.networks import STAY, ActionMask
+
+    me = (1, 20)  # next to the wall at x = 0
+    allies = [(2, 20), (1, 22), (2, 21)]
+    enemies = [(1, 19), (2, 19), (3, 20)]
+    env = BattleEnv(max_cycles=5)
+    engine = _scene(env, [me, *allies], enemies)
+    obs = engine.get_observation(env.handles[1])[0][:1]  # blue slot 0's view
+    valid = ActionMask()(torch.from_numpy(obs).permute(0, 3, 1, 2))[0].tolist()
+    occupied = {(x - me[0], y - me[1]) for x, y in allies + enemies}  # (dx, dy)
+    for a in range(21):
+        changes = _effect([me, *allies], enemies, a)
+        assert valid[a] or not changes, (a, OFFSETS[a])
+        dy, dx = OFFSETS[a]
+        if a < len(MOVES) and a != STAY:
+            assert valid[a] == (me[0] + dx > 0)  # only the wall (x = 0) and beyond rule out
+            assert changes == (valid[a] and (dx, dy) not in occupied), (a, OFFSETS[a])
+    assert valid[STAY] and [a for a in range(13, 21) if valid[a]] == \
+        [13 + ATTACKS.index((-1, 0)), 13 + ATTACKS.index((-1, 1))]  # the enemies in reach
+    assert all(_effect([me, *allies], enemies, a) for a in range(13, 21) if valid[a])
+
+
+def test_masked_network_never_picks_a_ruled_out_action(tmp_path):
+    from battle_rl.networks import MASKED, ActionMask, export_policy, load_policy
+
+    torch.manual_seed(0)
+    env = BattleEnv(max_cycles=30)
+    obs = env.reset(seed=3)
+    for red_move in [(0, 2)] * 4 + [(0, 1)]:  # the teams meet: attacks become possible
+        obs = env.step({"red": np.full(81, MOVES.index(red_move)),
+                        "blue": np.full(81, MOVES.index((0, -2)))}).obs
+    x = torch.from_numpy(obs["blue"]).permute(0, 3, 1, 2).contiguous()
+    valid = ActionMask()(x)
+    assert valid[:, 13:].any() and not valid[:, 13:].all()
+    net = QNetwork(conv_channels=[], hidden=[32], action_mask=True).eval()
+    plain = QNetwork(conv_channels=[], hidden=[32]).eval()
+    plain.load_state_dict(net.state_dict())  # the mask adds nothing to the state dict
+    q, q_plain = net(x), plain(x)
+    assert torch.equal(q[valid], q_plain[valid]) and (q[~valid] == MASKED).all()
+    assert valid.gather(1, q.argmax(1, keepdim=True)).all()
+    loaded = load_policy(export_policy(net, tmp_path / "policy.pt"))
+    assert torch.equal(loaded(x), q)
+    # the mirrored network masks in its own frame: red's view of the same scene
+    assert valid.sum() > 0 and torch.equal(Mirrored(net)(x.flip(3))[:, ACTION_MIRROR], q)

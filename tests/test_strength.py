@@ -112,6 +112,27 @@ def test_strength_benchmark_code_path(tmp_path):
     assert (tmp_path / "strength-tiny.png").is_file()
 
 
+def test_strength_benchmark_screens_a_policy_against_chosen_opponents(tmp_path):
+    """--only: the named gauntlet opponents and no others, both sides; an unknown name is
+    refused with the gauntlet's names."""
+    from battle_rl.networks import QNetwork, export_policy
+
+    policy = export_policy(QNetwork(conv_channels=[], hidden=[8], action_mask=True),
+                           tmp_path / "policy.pt")
+    base = [sys.executable, str(ROOT / "benchmarks" / "strength.py"), "--policy",
+            f"p={policy}", "--episodes", "1", "--max-cycles", "10", "--label", "only",
+            "--results", str(tmp_path)]
+    done = subprocess.run(base + ["--only", "scripted", "passive"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "strength-only.json").read_text())
+    assert set(result["tables"]["p"]) == {"scripted", "passive"} == set(result["gauntlet"])
+    assert all(set(sides) == {"blue", "red"} for sides in result["tables"]["p"].values())
+    refused = subprocess.run(base + ["--only", "nobody"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=600)
+    assert refused.returncode != 0 and "not in the gauntlet: nobody" in refused.stderr
+
+
 def test_weight_average_benchmark_code_path(tmp_path):
     """A tiny run; its policy and the mean of its weights from half-way play both sides."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "weight_average.py"), "--seeds", "0",

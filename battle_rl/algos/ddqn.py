@@ -16,7 +16,9 @@ import torch.nn.functional as F
 
 from battle_rl.buffer import OBS_SCALE, ReplayBuffer
 from battle_rl.data import EpsilonSchedule, RolloutDataset
-from battle_rl.networks import build_q_network, greedy_actions, soft_update
+from battle_rl.env import N_ACTIONS
+from battle_rl.networks import (as_played, build_q_network, greedy_actions,
+                                random_valid_actions, soft_update)
 from battle_rl.resume import load_rollout_state, save_rollout_state
 
 
@@ -100,6 +102,13 @@ class DQN(pl.LightningModule):
     def greedy(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
         return greedy_actions(self.q_net, obs, alive)
 
+    def random_actions(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Exploration: uniform over the actions the network's mask allows (all without one)."""
+        if not getattr(self.q_net, "masked", False):
+            return rng.integers(0, N_ACTIONS, len(obs))
+        x = torch.from_numpy(obs).permute(0, 3, 1, 2)
+        return random_valid_actions(self.q_net.valid_actions(x).numpy(), rng)
+
     def policy_net(self) -> torch.nn.Module:
         return self.q_net
 
@@ -113,11 +122,19 @@ class DQN(pl.LightningModule):
         """Stored uint8 HWC observations -> float NCHW."""
         return obs_u8.permute(0, 3, 1, 2).float().div_(OBS_SCALE)
 
+    def as_played(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The stored actions, those a masked network rules out (the other team's, a random
+        opponent's) taken as the stay they amounted to."""
+        if not getattr(self.q_net, "masked", False):
+            return action
+        return as_played(self.q_net.valid_actions(obs), action)
+
     def td_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Huber loss between Q(s, a) and the TD target; also returns Q(s, a)."""
         hp = self.hparams
         obs, next_obs = self.preprocess(batch["obs"]), self.preprocess(batch["next_obs"])
-        q = self.q_net(obs).gather(1, batch["action"].unsqueeze(1)).squeeze(1)
+        q = self.q_net(obs).gather(1, self.as_played(obs, batch["action"]).unsqueeze(1))
+        q = q.squeeze(1)
         with torch.no_grad():
             next_online = self.q_net(next_obs) if hp.double else None
             target = td_target(

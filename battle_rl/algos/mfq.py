@@ -90,7 +90,8 @@ class MFQ(DQN):
         hp = self.hparams
         obs, next_obs = self.preprocess(batch["obs"]), self.preprocess(batch["next_obs"])
         mean, next_mean = batch["mean_action"], batch["next_mean_action"]
-        q = self.q_net(obs, mean).gather(1, batch["action"].unsqueeze(1)).squeeze(1)
+        q = self.q_net(obs, mean).gather(1, self.as_played(obs, batch["action"]).unsqueeze(1))
+        q = q.squeeze(1)
         with torch.no_grad():
             target = mean_field_target(
                 batch["reward"], batch["done"], self.target_net(next_obs, next_mean),
