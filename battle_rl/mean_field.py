@@ -40,7 +40,8 @@ def rows_mean_action(mean: np.ndarray | None, n: int) -> np.ndarray:
 
 class MeanFieldQNetwork(nn.Module):
     """Q(o, ā): the seed's convolutions over the observation; the mean action is joined to
-    their flattened output, then the MLP to 21 values. (N, 5, 13, 13), (N, 21) -> (N, 21)."""
+    their flattened output, then the MLP to 21 values. (N, 5, 13, 13), (N, 21) -> (N, 21).
+    ``dueling`` and ``action_mask`` as for :class:`~battle_rl.networks.QNetwork`."""
 
     # TorchScript compiles only the branches taken
     __constants__ = ["uses_mean_action", "masked", "masked_value"]

@@ -125,8 +125,8 @@ class QNetwork(nn.Module):
 
     The defaults are the report's: two convolutions of 5 channels, one hidden layer of 120.
     With no convolutions (``conv_channels=[]``) it is an MLP over the flattened view.
-    ``dueling``: the last layer is a :class:`DuelingHead`. ``action_mask``: actions that
-    cannot do anything (:class:`ActionMask`) get the value ``MASKED``, so that greedy play and
+    ``dueling``: the last layer is a :class:`DuelingHead`. ``action_mask``: actions that can
+    never do anything (:class:`ActionMask`) get the value ``MASKED``, so that greedy play and
     the TD target's max never pick them.
     """
 

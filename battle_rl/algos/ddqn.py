@@ -2,7 +2,10 @@
 
 Read top to bottom: the network pair, the TD target (Double-DQN or the report's plain max),
 the Huber loss, AdamW with gradient-norm clipping, and the soft target update after every
-optimisation step. Rollouts happen in ``battle_rl.data.RolloutDataset``.
+optimisation step. Rollouts happen in ``battle_rl.data.RolloutDataset``. With an action mask
+(``algo.network.action_mask``, the default run's) the network never values, and exploration
+never draws, an action that can never do anything; a stored one (the other team's) is learned
+as the stay it was.
 """
 
 from __future__ import annotations
