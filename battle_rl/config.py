@@ -51,6 +51,10 @@ def _check(cfg, key, ok, allowed):
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
 
 
+# the policies exploring agents follow (battle_rl.algos.ddqn.exploration_guide)
+EXPLORE_WITH = ("random", "scripted")
+
+
 def validate_train(cfg: DictConfig) -> None:
     """Ranges of the training configuration."""
     validate_env(cfg)
@@ -138,6 +142,8 @@ def validate_train(cfg: DictConfig) -> None:
            "(0: off)")
     _check(cfg, "hparams.both_teams", lambda x: isinstance(x, bool), "true or false")
     _check(cfg, "hparams.flip_y", lambda x: isinstance(x, bool), "true or false")
+    _check(cfg, "hparams.explore_with", lambda x: x in EXPLORE_WITH,
+           "one of " + ", ".join(EXPLORE_WITH))
     _check(cfg, "hparams.red_share", unit, "the share of episodes played as red, in [0, 1]")
     _check(cfg, "algo.agent_loss", lambda x: float(x) >= 0, "a weight >= 0 (0: team loss only)")
     _check(cfg, "algo.team_reward", lambda x: x in ("sum", "mean"), "one of 'sum', 'mean'")
@@ -184,6 +190,22 @@ def _check_hparams_family(cfg: DictConfig) -> None:
         if _get(cfg, f"algo.network.{key}") and not single_agent_q:
             raise ConfigError(f"algo.network.{key}=true is not available for algo={name}: it "
                               f"is an option of the Q-networks of algo=ddqn, dqn and mfq")
+    channels = _get(cfg, "algo.network.channels")
+    if channels is not None:
+        if not target.endswith(".ddqn.DQN"):
+            raise ConfigError(f"algo.network.channels is not available for algo={name}: it is "
+                              f"an option of the Q-network of algo=ddqn and dqn")
+        try:
+            chosen = [int(c) for c in channels]
+        except (TypeError, ValueError):
+            chosen = []
+        if not chosen or sorted(set(chosen)) != chosen or not 0 <= chosen[0] <= chosen[-1] <= 4:
+            raise ConfigError(f"algo.network.channels={channels} is not allowed: distinct "
+                              f"observation channels 0-4 in increasing order, e.g. [0,2,4]")
+    if hp.get("explore_with", "random") != "random" and not single_agent_q:
+        raise ConfigError(f"hparams.explore_with={hp.get('explore_with')} is not available for "
+                          f"algo={name}: it guides the epsilon-greedy exploration of algo=ddqn, "
+                          f"dqn and mfq")
     for key in ("flip_y", "red_share"):  # the rollout's mirrors of single agents' rows
         value = hp.get(key)
         if value and not single_agent_q:

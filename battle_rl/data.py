@@ -75,6 +75,7 @@ class RolloutDataset(IterableDataset):
         both_teams: bool = False,
         flip_y: bool = False,
         red_share: float = 0.0,
+        guide: Opponent | None = None,
     ):
         super().__init__()
         self.env, self.opponent, self.learner, self.buffer = env, opponent, learner, buffer
@@ -86,6 +87,9 @@ class RolloutDataset(IterableDataset):
         # or the other one, in share ``red_share`` of the episodes
         self.red_share, self.side = red_share, team
         self._mirrored_opponent = MirroredOpponent(opponent)
+        # exploring agents play this policy's actions instead of random ones (in the learner's
+        # own frame): early play then holds real fights, kills and deaths to learn from
+        self.guide = guide
         if buffer.n_agents != env.n_agents * (2 if both_teams else 1):
             raise ValueError(f"the replay buffer needs {'2 x ' if both_teams else ''}"
                              f"{env.n_agents} slots, it has {buffer.n_agents}")
@@ -129,8 +133,10 @@ class RolloutDataset(IterableDataset):
         return actions
 
     def _random(self, obs: np.ndarray) -> np.ndarray:
-        """Exploring actions: the learner's own (a masked network draws among the actions its
-        mask allows), else uniform over all."""
+        """Exploring actions: the guide's where there is one, else the learner's own random
+        ones (a masked network draws among the actions its mask allows), else uniform."""
+        if self.guide is not None:
+            return self.guide.act(obs, np.ones(len(obs), bool))
         random_actions = getattr(self.learner, "random_actions", None)
         if random_actions is None:
             return self.rng.integers(0, N_ACTIONS, len(obs))

@@ -25,12 +25,12 @@ IN_CHANNELS, VIEW = OBS_SHAPE[2], OBS_SHAPE[0]
 from battle_rl.errors import PolicyLoadError  # noqa: E402,F401 (re-exported)
 
 
-def trunk_layers(conv_channels, hidden, extra_inputs: int = 0
+def trunk_layers(conv_channels, hidden, extra_inputs: int = 0, in_channels: int = IN_CHANNELS
                  ) -> tuple[list[nn.Module], list[nn.Module], int]:
     """The seed's trunk as layer lists: 3x3 convolutions (no padding) + ReLU, then fully
     connected + ReLU layers over the flattened result (and ``extra_inputs`` more values joined
     to it: MF-Q's mean action); also the width of the last one."""
-    convs, c, size = [], IN_CHANNELS, VIEW
+    convs, c, size = [], in_channels, VIEW
     for out in conv_channels:
         convs += [nn.Conv2d(c, out, 3), nn.ReLU(inplace=True)]
         c, size = out, size - 2
@@ -127,22 +127,36 @@ class QNetwork(nn.Module):
     With no convolutions (``conv_channels=[]``) it is an MLP over the flattened view.
     ``dueling``: the last layer is a :class:`DuelingHead`. ``action_mask``: actions that can
     never do anything (:class:`ActionMask`) get the value ``MASKED``, so that greedy play and
-    the TD target's max never pick them.
+    the TD target's max never pick them. ``channels``: the observation channels the network
+    reads (all five by default; ``[0, 2, 4]``, walls and both teams' HP, says all the five do,
+    since an agent is where its HP is, at 60% of the first layer's cost). It still takes all
+    five channels.
     """
 
-    __constants__ = ["masked", "masked_value"]  # TorchScript compiles only the branch taken
+    # TorchScript compiles only the branches taken
+    __constants__ = ["masked", "masked_value", "selects", "channels"]
 
     def __init__(self, conv_channels=(5, 5), hidden=(120,), n_actions: int = N_ACTIONS,
-                 dueling: bool = False, action_mask: bool = False):
+                 dueling: bool = False, action_mask: bool = False, channels=None):
         super().__init__()
-        convs, mlp, width = trunk_layers(conv_channels, hidden)
+        self.channels = list(range(IN_CHANNELS)) if channels is None else \
+            [int(c) for c in channels]
+        if not self.channels or any(not 0 <= c < IN_CHANNELS for c in self.channels):
+            raise ValueError(f"algo.network.channels={list(channels)}: observation channels "
+                             f"are 0..{IN_CHANNELS - 1}")
+        self.selects = self.channels != list(range(IN_CHANNELS))
+        convs, mlp, width = trunk_layers(conv_channels, hidden, in_channels=len(self.channels))
         self.cnn = nn.Sequential(*convs)
         self.head = nn.Sequential(*mlp, q_output(width, n_actions, dueling))
         self.masked, self.masked_value = bool(action_mask), MASKED
         self.valid_actions = ActionMask()
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        q = self.head(self.cnn(obs).flatten(1))
+        x = obs
+        if self.selects:
+            x = obs.index_select(1, torch.tensor(self.channels, dtype=torch.long,
+                                                 device=obs.device))
+        q = self.head(self.cnn(x).flatten(1))
         if self.masked:
             q = q.masked_fill(~self.valid_actions(obs), self.masked_value)
         return q

@@ -92,7 +92,8 @@ def resume_argv(argv: list[str]) -> list[str]:
 
 # options added after runs and checkpoints were written, at the value those runs had
 LATER_OPTIONS = {"algo.network.dueling": False, "algo.network.action_mask": False,
-                 "reward.hurt": 0.0}
+                 "algo.network.channels": None, "reward.hurt": 0.0,
+                 "hparams.explore_with": "random"}
 LATER_NETWORK_OPTIONS = {k.rsplit(".", 1)[1]: v for k, v in LATER_OPTIONS.items()
                          if k.startswith("algo.network.")}
 

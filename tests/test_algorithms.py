@@ -130,6 +130,8 @@ def test_the_default_run_is_the_fighter_and_the_report_stays_one_override_away()
     assert cfg.trainer.max_time == "00:00:02:00" and cfg.reward.approach > 0
     network = cfg.algo.network  # an MLP over the view that never picks an action that can't act
     assert list(network.conv_channels) == [] and network.action_mask and cfg.reward.hurt < 0
+    # it reads walls and HP only, and its exploring agents play the scripted agent's moves
+    assert list(network.channels) == [0, 2, 4] and cfg.hparams.explore_with == "scripted"
     champion = compose_overrides("config", ["+experiment=champion"])
     assert list(champion.algo.network.conv_channels) == [] and champion.algo.network.dueling
     assert not champion.algo.network.action_mask and champion.reward.hurt == 0
@@ -139,6 +141,7 @@ def test_the_default_run_is_the_fighter_and_the_report_stays_one_override_away()
     assert {k: w for k, w in report.opponent.weights.items() if w} == {"random": 1}
     assert list(report.algo.network.conv_channels) == [5, 5] and report.reward.approach == 0
     assert not report.algo.network.action_mask and report.reward.hurt == 0
+    assert report.algo.network.channels is None and report.hparams.explore_with == "random"
     assert list(report.eval.opponents) == ["random", "pretrained", "final"]
     # the other algorithms keep their own recipes
     assert compose_overrides("config", ["algo=mfq"]).opponent.weights.scripted == 0

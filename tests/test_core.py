@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from battle_rl.algos.ddqn import td_target
 from battle_rl.buffer import ReplayBuffer, quantize
@@ -208,6 +209,70 @@ def test_q_network_options_are_config_choices_of_the_q_learners_only(option):
         with pytest.raises(ConfigError, match=f"{option}=true is not available for algo={algo}"):
             validate_train(compose_overrides("config", [f"algo={algo}",
                                                         f"+algo.network.{option}=true"]))
+
+
+def test_network_reading_some_channels_ignores_the_others_and_still_takes_five(tmp_path):
+    """``channels=[0, 2, 4]``: the first layer reads walls and HP only (3 x 169 inputs), the
+    presence channels change nothing, and the exported policy still takes (N, 5, 13, 13)."""
+    net = QNetwork(conv_channels=[], hidden=[16], action_mask=True, channels=[0, 2, 4])
+    assert net.head[0].in_features == 3 * 13 * 13
+    x = torch.rand(6, 5, 13, 13)
+    y = x.clone()
+    y[:, [1, 3]] = torch.rand(6, 2, 13, 13)
+    assert torch.equal(net(x), net(y))
+    y[:, 4, 6, 7] += 1.0  # an enemy's HP next to the agent: the values and the mask change
+    assert not torch.equal(net(x), net(y))
+    assert torch.equal(torch.jit.load(str(export_policy(net, tmp_path / "p.pt")))(x), net(x))
+    assert QNetwork(conv_channels=[5], hidden=[8], channels=[0, 4]).cnn[0].in_channels == 2
+    with pytest.raises(ValueError, match="channels are 0..4"):
+        QNetwork(channels=[0, 5])
+
+
+def test_network_channels_and_guided_exploration_are_checked_before_training():
+    from battle_rl.config import ConfigError, compose_overrides, validate_train
+
+    validate_train(compose_overrides("config", ["algo=dqn", "algo.network.channels=[1,3]"]))
+    validate_train(compose_overrides("config", ["algo=mfq", "hparams.explore_with=scripted"]))
+    for overrides, message in [
+        (["algo.network.channels=[4,2]"], "distinct observation channels 0-4 in increasing"),
+        (["algo.network.channels=[0,7]"], "distinct observation channels 0-4 in increasing"),
+        (["algo.network.channels=[]"], "distinct observation channels 0-4 in increasing"),
+        (["algo=qmix", "+algo.network.channels=[0,2,4]"], "not available for algo=qmix"),
+        (["hparams.explore_with=greedy"], "hparams.explore_with='greedy' is not allowed"),
+        (["algo=vdn", "hparams.explore_with=scripted"], "not available for algo=vdn"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            validate_train(compose_overrides("config", overrides))
+
+
+@pytest.mark.parametrize("side", ["blue", "red"])
+def test_guided_exploration_plays_the_scripted_agents_moves(side):
+    """With ``explore_with=scripted`` an exploring agent plays what the scripted agent would in
+    its place (in the learner's frame: advancing as blue does; on the red side through the
+    mirror); the greedy agents still play the network's choice."""
+    from battle_rl.algos.ddqn import DQN, exploration_guide
+    from battle_rl.env import BattleEnv
+    from battle_rl.league.opponents import RandomOpponent, ScriptedOpponent
+    from battle_rl.league.sides import mirror_obs_hwc
+
+    learner = DQN(network={"conv_channels": [], "hidden": [16], "action_mask": True})
+    env = BattleEnv(max_cycles=20)
+    stream = learner.dataset_class(
+        env=env, opponent=RandomOpponent(seed=0), learner=learner,
+        buffer=learner.make_buffer(OmegaConf.create({"buffer_size": 1000}), 162, 81, 0),
+        batch_size=8, epsilon=EpsilonSchedule(1.0, 1.0, 0), both_teams=True,
+        red_share=1.0 if side == "red" else 0.0, guide=exploration_guide("scripted"))
+    stream.play_cycle()  # a few cycles in, the teams have moved
+    stream.play_cycle()
+    scripted = ScriptedOpponent(advance_dx=-1)
+    obs = stream.obs[side]
+    seen = mirror_obs_hwc(obs) if side == "red" else obs
+    played = stream._learner_actions(np.ascontiguousarray(seen), env.alive[side])
+    assert np.array_equal(played, scripted.act(np.ascontiguousarray(seen), env.alive[side]))
+    stream.epsilon_schedule = EpsilonSchedule(0.0, 0.0, 0)
+    greedy = stream._learner_actions(np.ascontiguousarray(seen), env.alive[side])
+    assert np.array_equal(greedy, learner.greedy(np.ascontiguousarray(seen), env.alive[side]))
+    assert exploration_guide("random") is None
 
 
 def test_masked_learner_explores_and_learns_only_what_can_happen():

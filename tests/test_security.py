@@ -255,9 +255,12 @@ def test_resume_keeps_the_runs_saved_values_where_the_defaults_changed(tmp_path)
     # (whatever today's defaults are); the new command line still wins
     saved["reward"].pop("hurt")
     saved["algo"]["network"].pop("action_mask")
+    saved["algo"]["network"].pop("channels", None)
+    saved["hparams"].pop("explore_with", None)
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(saved))
     cfg = compose_overrides("config", resume_argv([f"resume={run}"]))
     assert cfg.reward.hurt == 0.0 and cfg.algo.network.action_mask is False
+    assert cfg.algo.network.channels is None and cfg.hparams.explore_with == "random"
     argv = resume_argv([f"resume={run}", "algo.network.action_mask=true"])
     assert compose_overrides("config", argv).algo.network.action_mask is True
     saved["algo"]["_target_"] = "os.system"

@@ -25,6 +25,18 @@ from battle_rl.networks import (as_played, build_q_network, greedy_actions,
 from battle_rl.resume import load_rollout_state, save_rollout_state
 
 
+def exploration_guide(name: str):
+    """The policy exploring agents follow: ``random`` (None: the learner's random actions) or
+    ``scripted`` (the scripted agent, advancing as the learner's side, blue, does)."""
+    if name == "random":
+        return None
+    if name == "scripted":
+        from battle_rl.league.opponents import ScriptedOpponent
+
+        return ScriptedOpponent(advance_dx=-1)
+    raise ValueError(f"hparams.explore_with={name}: choose random or scripted")
+
+
 def td_target(
     reward: torch.Tensor,
     done: torch.Tensor,
@@ -85,6 +97,7 @@ class DQN(pl.LightningModule):
             both_teams=both,
             flip_y=bool(hparams.get("flip_y", False)),
             red_share=float(hparams.get("red_share", 0.0)),
+            guide=exploration_guide(hparams.get("explore_with", "random")),
         )
 
     dataset_class = RolloutDataset  # the rollout stream (MF-Q: with the mean actions)
