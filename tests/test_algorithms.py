@@ -132,9 +132,11 @@ def test_the_default_run_is_the_fighter_and_the_report_stays_one_override_away()
     assert list(network.conv_channels) == [] and network.action_mask and cfg.reward.hurt < 0
     # it reads walls and HP only, and its exploring agents play the scripted agent's moves
     assert list(network.channels) == [0, 2, 4] and cfg.hparams.explore_with == "scripted"
+    # the champion's recipe is the same run given 15 minutes
     champion = compose_overrides("config", ["+experiment=champion"])
-    assert list(champion.algo.network.conv_channels) == [] and champion.algo.network.dueling
-    assert not champion.algo.network.action_mask and champion.reward.hurt == 0
+    assert champion.trainer.max_time == "00:00:15:00"
+    champion.trainer.max_time = cfg.trainer.max_time
+    assert champion == cfg
     assert compose_overrides("config", ["+experiment=fighter"]) == cfg  # the name it had before
     report = compose_overrides("config", ["+experiment=report"])
     assert (report.hparams.lr, report.hparams.batch_size, report.hparams.episodes) == (1e-4, 128, 4)

@@ -290,5 +290,5 @@ def test_earlier_checkpoint_resumes_with_its_replay_and_pool(tmp_path):
                    "algo.network.dueling=true", "trainer.enable_progress_bar=false")
     assert r.returncode == 2
     assert "trained with network={'conv_channels': [2, 2], 'hidden': [8], 'dueling': False, " \
-        "'action_mask': False}" in r.stderr.strip().splitlines()[-1]
+        "'action_mask': False, 'channels': None}" in r.stderr.strip().splitlines()[-1]
     assert (run / ".hydra" / "overrides.yaml").read_text() == saved_command

@@ -5,7 +5,8 @@ the Huber loss, AdamW with gradient-norm clipping, and the soft target update af
 optimisation step. Rollouts happen in ``battle_rl.data.RolloutDataset``. With an action mask
 (``algo.network.action_mask``, the default run's) the network never values, and exploration
 never draws, an action that can never do anything; a stored one (the other team's) is learned
-as the stay it was.
+as the stay it was. With ``hparams.explore_with=scripted`` (the default run's) an exploring
+agent plays the scripted agent's move instead of a random one: off-policy data from real fights.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from battle_rl.buffer import OBS_SCALE, ReplayBuffer
 from battle_rl.data import EpsilonSchedule, RolloutDataset
 from battle_rl.env import N_ACTIONS
+from battle_rl.league.opponents import ScriptedOpponent
 from battle_rl.networks import (as_played, build_q_network, greedy_actions,
                                 random_valid_actions, soft_update)
 from battle_rl.resume import load_rollout_state, save_rollout_state
@@ -31,8 +33,6 @@ def exploration_guide(name: str):
     if name == "random":
         return None
     if name == "scripted":
-        from battle_rl.league.opponents import ScriptedOpponent
-
         return ScriptedOpponent(advance_dx=-1)
     raise ValueError(f"hparams.explore_with={name}: choose random or scripted")
 
