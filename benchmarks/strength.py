@@ -9,7 +9,8 @@
 
 The gauntlet (``GAUNTLET``): ``random``, ``pretrained`` (``red.pt``), ``final``
 (``red_final.pt``), ``scripted``, ``passive``, ``passive_strict``, the champion shipped on
-2026-11-29 (``benchmarks/agents/champion-2026-11-29.pt``, the fixed reference) and the held-out
+2026-11-29 (``benchmarks/agents/champion-2026-11-29.pt``, the fixed reference), the champion
+shipped now (``champion``, ``battle_rl/assets/champion.pt``) and the held-out
 agents in ``benchmarks/agents/heldout-*.pt`` (trained with other seeds and recipes and kept out
 of every training pool: see ``benchmarks/agents/README.md``). Every policy plays every gauntlet
 opponent ``--episodes`` games on each side (blue, and red through the mirror) with the batched
@@ -58,6 +59,7 @@ def gauntlet_specs(only: list[str] | None = None) -> list[str]:
         specs.append(name)
     if REFERENCE.is_file():
         specs.append(f"champion-ref={REFERENCE}")
+    specs.append("champion")  # the one shipped now (battle_rl/assets/champion.pt)
     specs += [f"{p.stem}={p}" for p in sorted(AGENTS.glob("heldout-*.pt"))]
     if only is not None:
         unknown = set(only) - {s.split("=", 1)[0] for s in specs}

@@ -132,10 +132,12 @@ def test_the_default_run_is_the_fighter_and_the_report_stays_one_override_away()
     assert list(network.conv_channels) == [] and network.action_mask and cfg.reward.hurt < 0
     # it reads walls and HP only, and its exploring agents play the scripted agent's moves
     assert list(network.channels) == [0, 2, 4] and cfg.hparams.explore_with == "scripted"
-    # the champion's recipe is the same run given 15 minutes
+    # the champion's recipe is the same run given 15 minutes and a replay of 5x the rows
     champion = compose_overrides("config", ["+experiment=champion"])
     assert champion.trainer.max_time == "00:00:15:00"
+    assert champion.hparams.buffer_size == 5 * cfg.hparams.buffer_size
     champion.trainer.max_time = cfg.trainer.max_time
+    champion.hparams.buffer_size = cfg.hparams.buffer_size
     assert champion == cfg
     assert compose_overrides("config", ["+experiment=fighter"]) == cfg  # the name it had before
     report = compose_overrides("config", ["+experiment=report"])

@@ -104,7 +104,7 @@ def test_strength_benchmark_code_path(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "strength-tiny.json").read_text())
     table = result["tables"]["tiny-s0"]
-    for opponent in ("scripted", "passive", "passive_strict", "random"):
+    for opponent in ("scripted", "passive", "passive_strict", "random", "champion"):
         assert set(table[opponent]) == {"blue", "red"}  # both sides played
         assert sum(table[opponent]["blue"][k] for k in ("win", "draw", "lose")) == 1
     assert {r["name"] for r in result["ratings"]} >= {"tiny-s0", "scripted", "passive"}
