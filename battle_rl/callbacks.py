@@ -339,7 +339,7 @@ class WeightAverage(pl.Callback):
 
     Why: a self-play learner's greedy policy swings from update to update; the weights it
     happens to end on can be in a swing (a 3-minute run's last weights lost 29 of 30 games to the
-    scripted agent, the mean of its last three snapshots none: BENCHMARKS.md, "Weight
+    scripted agent, the mean of its last three snapshots none: docs/benchmarks.md, "Weight
     averaging"). At the end of training the mean replaces the policy network's weights, as
     Lightning's own ``WeightAveraging`` does, so everything after (``policy.pt``, the final
     Table I) sees the averaged weights, unless the rematch (``eval.rematch_episodes``) finds

@@ -36,6 +36,7 @@ class Step:
     died: dict[str, np.ndarray]  # (N,) bool, died during this cycle
     alive: dict[str, np.ndarray]  # (N,) bool, alive after this cycle
     kills: dict[str, int]  # kills this cycle by the course rule
+    actions: dict[str, np.ndarray]  # (N,) the actions the engine played (see BattleEnv.step)
     done: bool  # the episode is over (time limit or a team wiped out)
     truncated: bool  # over because of the time limit
 
@@ -49,11 +50,19 @@ class BattleEnv:
     The parallel env builds the game, resets it, renders it and gives the global state. A
     cycle is stepped on its engine directly (``parallel_env.env``, MAgent's GridWorld), the
     same calls ``parallel_env.step`` makes, without building per-agent dictionaries: the
-    engine already hands out one array per team. ``tests/test_env_eval.py`` checks that both
-    paths play the same game. One difference is deliberate: magent2's ``parallel_env.reset``
-    counts the teams before placing the agents, so its first ``step`` after a reset passes
-    empty action arrays (the engine then reads whatever memory follows); here the first
-    cycle's actions are the ones given.
+    engine already hands out one array per team.
+
+    It is magent2's game cycle for cycle, first cycle included. magent2's
+    ``parallel_env.reset`` counts the teams before it places the agents, so the first
+    ``step`` after every reset hands the engine zero-length action views at offset 0 of the
+    action array (red's slots, then blue's), and the engine reads each team's 81 actions from
+    the start of that array: red plays its own actions and **blue plays red's** (blue slot i
+    does what red slot i was told). The AEC API and the course's loop run on the same code.
+    Here that is done explicitly, and ``Step.actions`` says what each agent really played,
+    so the replay stores the executed moves. ``corrected_first_cycle=True`` gives blue its
+    own first actions instead: a different game, for training experiments only (the
+    evaluator never sets it). ``tests/test_env_eval.py`` compares this class with the
+    unpatched ``battle_v4.parallel_env`` and the course's AEC loop.
     """
 
     def __init__(
@@ -62,6 +71,7 @@ class BattleEnv:
         max_cycles: int = 300,
         reward: dict | None = None,
         render_mode: str | None = None,
+        corrected_first_cycle: bool = False,
     ):
         from magent2.environments import battle_v4
 
@@ -72,6 +82,7 @@ class BattleEnv:
         self.approach = float(kwargs.pop("approach", 0.0))
         self.hurt = float(kwargs.pop("hurt", 0.0))
         self.map_size, self.max_cycles, self.reward_args = map_size, max_cycles, kwargs
+        self.corrected_first_cycle = bool(corrected_first_cycle)
         self.env = battle_v4.parallel_env(
             map_size=map_size, max_cycles=max_cycles, render_mode=render_mode, **kwargs
         )
@@ -118,10 +129,17 @@ class BattleEnv:
 
     def step(self, actions: dict[str, np.ndarray]) -> Step:
         engine = self.engine
+        # magent2's first cycle: every team reads its actions from the start of the flat
+        # action array (red's slots in order), so blue's agent j plays red slot j's action
+        first = self.cycle == 0 and not self.corrected_first_cycle
+        flat = np.concatenate([actions["red"], actions["blue"]]) if first else None
+        played = {}
         for k, t in enumerate(TEAMS):
             slots = engine.get_agent_id(self.handles[k]) - k * self.n_agents
-            act = np.asarray(actions[t])[slots].astype(np.int32)
+            act = (flat[:len(slots)] if first else np.asarray(actions[t])[slots]).astype(np.int32)
             engine.set_action(self.handles[k], act)
+            played[t] = np.asarray(actions[t]).copy()
+            played[t][slots] = act
         game_over = engine.step()
         self.cycle += 1
         obs, reward, died = {}, {}, {}
@@ -145,7 +163,7 @@ class BattleEnv:
         if self.hurt:
             self._shape_hurt(reward, obs)
         return Step(obs=obs, reward=reward, died=died, alive=self.alive, kills=kills,
-                    done=done, truncated=truncated)
+                    done=done, truncated=truncated, actions=played)
 
     def _enemy_distance(self) -> dict[str, np.ndarray]:
         """Each slot's distance (in moves: Chebyshev cells) to the nearest enemy on the map."""

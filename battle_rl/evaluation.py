@@ -235,17 +235,25 @@ def evaluate_as_red(net: nn.Module, opponents: dict[str, Opponent], episodes: in
             for name, opp in opponents.items()}
 
 
-def format_table(table: dict) -> str:
-    """Table I in the report's form: Win / Draw / Lose and mean +- std rewards per team."""
-    header = f"{'Opponent':<12} {'Win':>4} {'Draw':>5} {'Lose':>5}   {'Blue reward':>16}   " \
-             f"{'Red reward':>16}   {'Kills B:R':>10}"
+def format_table(table: dict, width: int = 80) -> str:
+    """Table I in the report's form: Win / Draw / Lose and mean +- std rewards per team, and
+    the mean kills. At most ``width`` columns (an 80-column terminal): a name too long for
+    that is cut short with "…" (``eval.json`` keeps it whole)."""
+    rest = 62  # the columns after the name, with room for a reward's std of 10 or more
+    name_width = min(max([12, *map(len, table)]), width - rest)
+
+    def name(text: str) -> str:
+        return text if len(text) <= name_width else text[:name_width - 1] + "…"
+
+    header = (f"{'Opponent':<{name_width}} {'Win':>3} {'Draw':>4} {'Lose':>4}  "
+              f"{'Blue reward':>16}  {'Red reward':>16}  {'Kills B:R':>9}")
     lines = [header, "-" * len(header)]
-    for name, row in table.items():
+    for key, row in table.items():
         lines.append(
-            f"{name:<12} {row['win']:>4} {row['draw']:>5} {row['lose']:>5}   "
-            f"{row['blue_reward']:>7.3f} +- {row['blue_reward_std']:<6.3f}   "
-            f"{row['red_reward']:>7.3f} +- {row['red_reward_std']:<6.3f}   "
-            f"{row['blue_kills']:>5.1f}:{row['red_kills']:.1f}"
+            f"{name(key):<{name_width}} {row['win']:>3} {row['draw']:>4} {row['lose']:>4}  "
+            f"{row['blue_reward']:>7.3f} +- {row['blue_reward_std']:<5.3f}  "
+            f"{row['red_reward']:>7.3f} +- {row['red_reward_std']:<5.3f}  "
+            f"{row['blue_kills']:>4.1f}:{row['red_kills']:<4.1f}".rstrip()
         )
     return "\n".join(lines)
 

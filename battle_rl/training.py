@@ -7,6 +7,7 @@ checkpoint) runs before the first environment is built, so a bad command costs s
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from pathlib import Path
@@ -29,12 +30,13 @@ from battle_rl.league.opponents import (SHIPPED, check_opponent, command_line_op
                                         leave_out_missing, left_out_notice, make_mix, make_opponent,
                                         write_opponents_record)
 from battle_rl.networks import export_policy
-from battle_rl.outputs.display import BattleProgressBar, print_config
+from battle_rl.outputs.display import BattleProgressBar, print_config, print_run_summary
 from battle_rl.outputs.loggers import (check_writable, close_logger, make_loggers, start_wandb,
                                        where_line)
 from battle_rl.outputs.plot import plot_table
 from battle_rl.resume import check_compatible, find_checkpoint, load_replay, replay_file
 from battle_rl.safe_load import torch_load
+from battle_rl.score import kill_margin_score, worst_win_rate
 
 
 def opponents_dir(cfg: DictConfig) -> Path:
@@ -172,7 +174,8 @@ def build(cfg: DictConfig, run_dir: Path):
     module = make_module(cfg)
     if cfg.get("init_from"):
         init_weights(module, to_absolute_path(str(cfg.init_from)))
-    env = BattleEnv(cfg.env.map_size, cfg.env.max_cycles, dict(cfg.reward))
+    env = BattleEnv(cfg.env.map_size, cfg.env.max_cycles, dict(cfg.reward),
+                    corrected_first_cycle=cfg.env.get("corrected_first_cycle", False))
     opponent = make_mix(dict(cfg.opponent.weights), odir, seed=cfg.seed,
                         self_play=self_play_settings(cfg), policies=policies)
     pool = find_pool(opponent)
@@ -228,14 +231,18 @@ def run_name(cfg: DictConfig) -> str:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return HydraConfig.get().job.override_dirname or "defaults"
+        name = HydraConfig.get().job.override_dirname or "defaults"
     except ValueError:
-        return "defaults"
+        name = "defaults"
+    if cfg.get("job_seeds") is not None:  # one of the seeds a job trains in turn (train_seeds)
+        kept = [part for part in name.split(",") if part and not part.startswith("seed=")]
+        name = ",".join([*(kept if kept != ["defaults"] else []), f"seed={cfg.seed}"])
+    return name
 
 
 def emulated_bf16(cfg: DictConfig) -> bool:
     """bf16-mixed on a CPU that has no bfloat16 instructions: recipes choose bf16 for speed
-    (BENCHMARKS.md, "bf16"), and there it costs speed instead."""
+    (docs/benchmarks.md, "bf16"), and there it costs speed instead."""
     accelerator = cfg.trainer.get("accelerator", "cpu")
     if (str(cfg.trainer.get("precision")) != "bf16-mixed" or accelerator == "gpu"
             or (accelerator == "auto" and torch.cuda.is_available())):
@@ -282,10 +289,13 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
     ``extra_callbacks`` (benchmarks, tests) are added to the Trainer's; they may read the
     evaluation callback as ``trainer.eval_callback``. Under DDP (``battle_rl.distributed``)
     every rank runs this function; only rank 0 evaluates, exports and returns the policy path.
+    With ``job_seeds: N`` (> 1), :func:`train_seeds` trains N seeds in turn instead.
     """
+    if int(cfg.get("job_seeds") or 1) > 1:
+        return train_seeds(cfg, run_dir, extra_callbacks)
     left_out = leave_out_course_opponents(cfg, command_line_opponents())
     resume_from = preflight(cfg, run_dir)
-    if cfg.get("print_config", True) and rank_zero_only.rank == 0:  # not again on DDP ranks
+    if cfg.get("print_config", False) and rank_zero_only.rank == 0:  # not again on DDP ranks
         print_config(cfg)
     if left_out and rank_zero_only.rank == 0:
         print(left_out_notice(left_out, opponents_dir(cfg)), flush=True)
@@ -336,6 +346,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         if trainer.is_global_zero:
             start_wandb(loggers, run_dir, cfg.logger.get("mode"))
             print(where_line(run_dir, loggers), flush=True)
+            print_run_summary(cfg)  # what it trains, against whom, for how long
         own_stream(dataset, cfg.seed, trainer)  # under DDP, each rank plays its own games
         rank = trainer.global_rank
         if resume_from is not None and cfg.checkpoint_buffer and replay is not None:
@@ -365,7 +376,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
             "train_seconds": eval_cb.train_seconds() if eval_cb else wall,
             "policy_source": source,
             "interrupted": stop.requested,
-            "objective": eval_cb.best_score[0] if eval_cb and eval_cb.best_score else 0.0,
+            # no final Table I: the score of the evaluation whose weights policy.pt holds
+            "objective": best_evaluation_score(run_dir, eval_cb),
         }
         if cfg.eval.final_episodes > 0 and not stop.requested:
             table = evaluate(
@@ -377,13 +389,72 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
             plot_table(table, run_dir / "eval.png")
             print(format_table(table), flush=True)
             summary["eval"] = table
-            # the objective a sweep maximises: the worst-case win rate over the opponents
-            summary["objective"] = min(r["win"] / r["episodes"] for r in table.values())
+            # the objective a sweep (and Optuna) maximises: the mean kill margin / 81
+            summary["objective"] = kill_margin_score(table)
+            summary["worst_win_rate"] = worst_win_rate(table)
+            print(f"score (mean kill margin / 81 over the opponents): "
+                  f"{summary['objective']:+.3f}", flush=True)
+            final = {f"final/win_rate/{k}": r["win"] / r["episodes"] for k, r in table.items()}
+            final.update({f"final/kill_margin/{k}": r["blue_kills"] - r["red_kills"]
+                          for k, r in table.items()})  # kills per game, as eval/kill_margin
+            final["final/min_win_rate"] = summary["worst_win_rate"]
+            final["final/score"] = summary["objective"]
             for logger in loggers:
-                logger.log_metrics({f"final/win_rate/{k}": r["win"] / r["episodes"]
-                                    for k, r in table.items()}, step=trainer.global_step)
+                logger.log_metrics(final, step=trainer.global_step)
         summary["policy"] = str(policy_path)
         return summary
     finally:
         for logger in loggers:
             close_logger(logger)
+
+
+def best_evaluation_score(run_dir: Path, eval_cb) -> float:
+    """Without a final Table I: the score (:func:`battle_rl.score.kill_margin_score`) of the
+    evaluation during training whose weights were the best (``eval_history.jsonl``), else 0."""
+    path = run_dir / "eval_history.jsonl"
+    if eval_cb is None or eval_cb.best_step is None or not path.is_file():
+        return 0.0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step") == eval_cb.best_step and record.get("table"):
+            return kill_margin_score(record["table"])
+    return 0.0
+
+
+def train_seeds(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -> dict:
+    """``job_seeds: N``: train seeds ``seed``, ``seed + 1``, ... ``seed + N - 1`` one after
+    another, each a whole run of its own in ``<run dir>/seed_<K>/`` (its policy.pt, eval.json
+    and W&B run), and return the last run's summary with ``objective`` the mean of theirs.
+
+    This is how an Optuna trial (``+sweep=optuna``, ``job_seeds: ${seeds}``) is valued over
+    several seeds: the sweeper hands one job per trial, the job returns one number. Writes
+    ``<run dir>/seeds.json`` (each seed's objective and their mean). A stopped run (Ctrl-C)
+    ends the loop; the mean is over the seeds that finished."""
+    n = int(cfg.job_seeds)
+    first = int(cfg.seed)
+    runs, summary = [], {}
+    for seed in range(first, first + n):
+        sub = copy.deepcopy(cfg)
+        with open_dict(sub):
+            sub.seed = seed
+            sub.job_seeds = 1  # a single run (still named with its seed, run_name)
+        summary = train(sub, run_dir / f"seed_{seed}", extra_callbacks)
+        if summary.get("policy") is None:  # DDP ranks other than 0
+            return summary
+        if summary["interrupted"]:
+            break
+        runs.append({"seed": seed, "objective": summary["objective"],
+                     "worst_win_rate": summary.get("worst_win_rate"),
+                     "folder": f"seed_{seed}"})
+    objectives = [r["objective"] for r in runs]
+    mean = sum(objectives) / len(objectives) if objectives else 0.0
+    (run_dir / "seeds.json").write_text(json.dumps(
+        {"seeds": [r["seed"] for r in runs], "objective_mean": mean, "runs": runs}, indent=1))
+    if runs:
+        print(f"mean score over seeds {', '.join(str(r['seed']) for r in runs)}: {mean:+.3f}",
+              flush=True)
+    return {**summary, "objective": mean, "seed_runs": runs}
+

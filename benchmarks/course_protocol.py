@@ -64,8 +64,8 @@ def run_course_eval(blue_net, red_net, episodes: int, max_cycles: int = 300, see
             verdict = "blue"
         elif kills["red"] >= kills["blue"] + 5:
             verdict = "red"
-        rows.append({"winner": verdict, "blue_kills": int(kills["blue"]),
-                     "red_kills": int(kills["red"]),
+        rows.append({"seed": seed + ep, "winner": verdict, "blue_kills": int(kills["blue"]),
+                     "red_kills": int(kills["red"]), "cycles": env.unwrapped.frames,
                      "blue_reward": reward["blue"] / n_per_team,
                      "red_reward": reward["red"] / n_per_team})
     env.close()
@@ -78,13 +78,15 @@ def table(rows):
             "blue_reward": float(np.mean([r["blue_reward"] for r in rows])),
             "red_reward": float(np.mean([r["red_reward"] for r in rows])),
             "blue_kills": float(np.mean([r["blue_kills"] for r in rows])),
-            "red_kills": float(np.mean([r["red_kills"] for r in rows]))}
+            "red_kills": float(np.mean([r["red_kills"] for r in rows])),
+            "cycles": float(np.mean([r["cycles"] for r in rows]))}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy", required=True, help="policy.pt (or any file evaluate.py takes)")
     ap.add_argument("--episodes", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0, help="game i is played with reset(seed=SEED+i)")
     ap.add_argument("--opponents", default="random,pretrained,final")
     ap.add_argument("--opponents-dir", default=str(DEFAULT_OPPONENTS))
     ap.add_argument("--threads", type=int, default=2)
@@ -97,7 +99,7 @@ def main():
     for name in args.opponents.split(","):
         red = None if name == "random" else load_course_net(Path(args.opponents_dir) / files[name])
         t0 = time.perf_counter()
-        rows = run_course_eval(blue, red, args.episodes)
+        rows = run_course_eval(blue, red, args.episodes, seed=args.seed)
         results[name] = table(rows) | {"seconds": time.perf_counter() - t0, "episodes": len(rows)}
         print(name, json.dumps(results[name]), flush=True)
     if args.out:

@@ -7,7 +7,8 @@
     python benchmarks/strength.py --train --seeds 3 4 5 --label screen-lr --episodes 10 \\
         --curve-episodes 0 --only scripted passive champion-ref hparams.lr=2e-3  # a screening
 
-The gauntlet (``GAUNTLET``): ``random``, ``pretrained`` (``red.pt``), ``final``
+The gauntlet is ``battle_rl.league.gauntlet`` (``battle-rl rate POLICY`` plays it without
+training): ``random``, ``pretrained`` (``red.pt``), ``final``
 (``red_final.pt``), ``scripted``, ``passive``, ``passive_strict``, the champion shipped on
 2026-11-29 (``benchmarks/agents/champion-2026-11-29.pt``, the fixed reference), the champion
 shipped now (``champion``, ``battle_rl/assets/champion.pt``) and the held-out
@@ -35,38 +36,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 
 from common import OPPONENTS, RESULTS, ROOT, compose, machine
 
+from battle_rl.league import gauntlet
+from battle_rl.league.gauntlet import BUILT_IN, markdown, per_side, score  # noqa: F401
+
 AGENTS = ROOT / "benchmarks" / "agents"
-REFERENCE = AGENTS / "champion-2026-11-29.pt"
-BUILT_IN = ["random", "pretrained", "final", "scripted", "passive", "passive_strict"]
+REFERENCE = AGENTS / gauntlet.REFERENCE
 
 
 def gauntlet_specs(only: list[str] | None = None) -> list[str]:
     """The gauntlet's agents as tournament specs (name=agent); missing course nets left out;
     ``only``: just the agents of these names."""
-    from battle_rl.league.opponents import COURSE_FILES
-
-    specs = []
-    for name in BUILT_IN:
-        if name in COURSE_FILES and not (OPPONENTS / COURSE_FILES[name]).is_file():
-            print(f"note: {name} left out of the gauntlet: {COURSE_FILES[name]} is not in "
-                  f"{OPPONENTS} (set BATTLE_RL_OPPONENTS_DIR)", flush=True)
-            continue
-        specs.append(name)
-    if REFERENCE.is_file():
-        specs.append(f"champion-ref={REFERENCE}")
-    specs.append("champion")  # the one shipped now (battle_rl/assets/champion.pt)
-    specs += [f"{p.stem}={p}" for p in sorted(AGENTS.glob("heldout-*.pt"))]
-    if only is not None:
-        unknown = set(only) - {s.split("=", 1)[0] for s in specs}
-        if unknown:
-            raise SystemExit(f"not in the gauntlet: {', '.join(sorted(unknown))}")
-        specs = [s for s in specs if s.split("=", 1)[0] in only]
-    return specs
+    return gauntlet.gauntlet_specs(only, OPPONENTS, AGENTS, log=lambda m: print(m, flush=True))
 
 
 class Snapshots(pl.Callback):
@@ -104,59 +88,8 @@ def play(policies: dict[str, str], episodes: int, seed: int, workers: int, log=p
          max_cycles: int = 300, only: list[str] | None = None) -> list:
     """Every policy against every gauntlet opponent (``only``: those of these names),
     ``episodes`` games on each side."""
-    from battle_rl.evaluation import Evaluator
-    from battle_rl.league.tournament import parse_entrant, play_round_robin
-
-    evaluator = Evaluator(max_cycles=max_cycles, workers=workers)
-    opponents = [parse_entrant(s, OPPONENTS) for s in gauntlet_specs(only)]
-    games = []
-    for name, path in policies.items():
-        me = parse_entrant(f"{name}={path}", OPPONENTS)
-        games += play_round_robin([me, *opponents], episodes, seed, evaluator, log, focus=name)
-    return games
-
-
-def per_side(games: list[dict], name: str) -> dict:
-    """``name``'s record against each opponent, per side: W-D-L, kills and kills conceded."""
-    table: dict[str, dict] = {}
-    for g in games:
-        if name not in (g["blue"], g["red"]):
-            continue
-        side = "blue" if g["blue"] == name else "red"
-        opp = g["red"] if side == "blue" else g["blue"]
-        mine, theirs = (g["blue_kills"], g["red_kills"]) if side == "blue" else \
-            (g["red_kills"], g["blue_kills"])
-        row = table.setdefault(opp, {}).setdefault(side, {"win": 0, "draw": 0, "lose": 0,
-                                                           "kills": [], "conceded": []})
-        verdict = "draw" if g["winner"] == "draw" else ("win" if g["winner"] == side else "lose")
-        row[verdict] += 1
-        row["kills"].append(mine)
-        row["conceded"].append(theirs)
-    for sides in table.values():
-        for row in sides.values():
-            row["kills"], row["conceded"] = (float(np.mean(row["kills"])),
-                                             float(np.mean(row["conceded"])))
-    return table
-
-
-def score(table: dict) -> float:
-    """Points per game over the whole gauntlet (a win 1, a draw 1/2)."""
-    rows = [r for sides in table.values() for r in sides.values()]
-    games = sum(r["win"] + r["draw"] + r["lose"] for r in rows)
-    return sum(r["win"] + r["draw"] / 2 for r in rows) / max(games, 1)
-
-
-def markdown(name: str, table: dict) -> str:
-    lines = [f"### {name}", "", "| opponent | as blue W-D-L | kills:conceded | as red W-D-L | "
-             "kills:conceded |", "|---|---|---|---|---|"]
-    for opp, sides in table.items():
-        cells = []
-        for side in ("blue", "red"):
-            r = sides.get(side)
-            cells += ["", ""] if r is None else [f"{r['win']}-{r['draw']}-{r['lose']}",
-                                                 f"{r['kills']:.1f}:{r['conceded']:.1f}"]
-        lines.append(f"| {opp} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return gauntlet.play(policies, episodes, seed, workers, log, max_cycles, only,
+                         OPPONENTS, AGENTS)
 
 
 def train_seed(seed: int, overrides: list[str], every: float, folder: Path) -> dict:
@@ -243,17 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             policies[f"{args.label}-s{seed}"] = run["policy"]
     games = play(policies, args.episodes, args.seed, args.workers,
                  log=lambda m: print(m, flush=True), max_cycles=args.max_cycles, only=args.only)
-    from battle_rl.league.tournament import summarize
-
-    names = list(dict.fromkeys([n for g in games for n in (g["blue"], g["red"])]))
-    ratings = summarize(names, games)["ratings"]
+    ratings = gauntlet.ratings(games)
     tables = {name: per_side(games, name) for name in policies}
     for name, table in tables.items():
         print(markdown(name, table) + f"\n\ngauntlet score {score(table):.3f}\n", flush=True)
-    print("| agent | Elo | 95% CI | W-D-L |\n|---|---:|---|---|")
-    for r in ratings:
-        print(f"| {r['name']} | {r['elo']:.0f} | {r['ci_low']:.0f} to {r['ci_high']:.0f} | "
-              f"{r['win']}-{r['draw']}-{r['lose']} |")
+    print(gauntlet.ratings_markdown(ratings), flush=True)
     payload = {"label": args.label, "command": "python benchmarks/strength.py "
                + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
                "gauntlet": gauntlet_specs(args.only), "episodes_per_side": args.episodes,

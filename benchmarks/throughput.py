@@ -108,6 +108,16 @@ def learner_rate(batch_size: int, updates: int, hparams: str = "fast",
         "reward": torch.from_numpy(rng.normal(size=batch_size).astype(np.float32)),
         "done": torch.from_numpy(rng.random(batch_size) < 0.05),
     }
+    if hasattr(module, "make_buffer"):  # as the replay buffer hands it over (its layout)
+        from omegaconf import OmegaConf
+
+        buf = module.make_buffer(OmegaConf.create({"buffer_size": 3 * batch_size + 1}),
+                                 batch_size, batch_size, seed=0)
+        alive = np.ones(batch_size, bool)
+        buf.start_episode(batch["obs"].numpy() / 100.0, alive)
+        buf.add(batch["action"].numpy(), batch["reward"].numpy(),
+                batch["next_obs"].numpy() / 100.0, batch["done"].numpy(), alive)
+        batch = {k: torch.from_numpy(v) for k, v in buf.batch(np.arange(batch_size)).items()}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16,

@@ -163,8 +163,9 @@ def test_default_run_without_course_files_is_clean(tmp_path):
     assert len(notes) == 1 and "red.pt" in notes[0] and "red_final.pt" in notes[0]
     assert "opponents_dir=FOLDER" in notes[0] and "github.com" in notes[0]
     assert not [ln for ln in lines if NOISE.search(ln)], lines
-    where = next(ln for ln in lines if ln.startswith("run folder:"))
-    assert f"wandb sync {run}/wandb/offline-run-" in where
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("run folder:"))
+    where = " ".join(lines[at:at + 2])  # a second line where one would pass 80 columns
+    assert f"wandb sync {run}/wandb/offline-run-*" in where
     bar = next(ln for ln in lines if "upd/s" in ln)
     assert len(bar) <= 80 and "20/20" in bar and "eps " in bar
     assert lines[-1] == str(run / "policy.pt")

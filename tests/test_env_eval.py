@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from battle_rl.env import BattleEnv, winner
 from battle_rl.evaluation import Evaluator, summarize
-from battle_rl.league.opponents import RandomOpponent, make_mix
+from battle_rl.league.opponents import NetOpponent, RandomOpponent, make_mix
 from battle_rl.networks import QNetwork
 
 from conftest import needs_opponents
@@ -36,38 +38,107 @@ def test_team_arrays_and_alive_mask():
         assert (~env.alive[t]).sum() == total_died[t]
 
 
-@pytest.mark.parametrize("seed", [0, 5])
-def test_engine_path_plays_the_same_game_as_parallel_api(seed):
-    """BattleEnv steps MAgent's engine directly; the dict API must give identical numbers."""
-    from magent2.environments import battle_v4
+def _play_seeded(env: BattleEnv, seed: int, max_cycles: int) -> list:
+    """A whole episode: both teams scripted (they close in and fight, so agents die), a fifth
+    of the actions random, all seeded."""
+    from battle_rl.league.opponents import ScriptedOpponent
 
-    fast = BattleEnv(max_cycles=120)
     rng = np.random.default_rng(seed)
-    fast.reset(seed=seed)
+    teams = {"red": ScriptedOpponent(advance_dx=+1), "blue": ScriptedOpponent(advance_dx=-1)}
+    obs = env.reset(seed=seed)
     log = []
-    while True:
-        acts = {t: rng.integers(0, 21, 81) for t in ("red", "blue")}
-        acts["red"] = np.where(rng.random(81) < 0.6, rng.integers(13, 21, 81), acts["red"])
-        step = fast.step(acts)
+    for _ in range(max_cycles):
+        alive = env.alive
+        acts = {t: np.where(rng.random(81) < 0.2, rng.integers(0, 21, 81),
+                            p.act(obs[t], alive[t])) for t, p in teams.items()}
+        step = env.step(acts)
+        obs = step.obs
         log.append((acts, step))
         if step.done:
             break
+    return log
+
+
+def _differences_from_magent2(log: list, seed: int, max_cycles: int) -> list[str]:
+    """Replays ``log``'s actions on magent2's own ``battle_v4.parallel_env``, unpatched, and
+    lists every cycle where observations, rewards, deaths or the episode's end differ."""
+    from magent2.environments import battle_v4
+
     # played after, not interleaved: the engine's random numbers are per process
-    ref = battle_v4.parallel_env(map_size=45, max_cycles=120)
+    ref = battle_v4.parallel_env(map_size=45, max_cycles=max_cycles)
     ref.reset(seed=seed)
-    ref.team_sizes = [ref.env.get_num(h) for h in ref.handles]  # magent2's reset bug, see env.py
-    deaths = 0
-    for acts, step in log:
+    diffs = []
+    for cycle, (acts, step) in enumerate(log, 1):
         o, r, term, trunc, _ = ref.step(
             {a: int(acts[a.split("_")[0]][int(a.split("_")[1])]) for a in ref.agents})
         for a in o:
             team, i = a.split("_")[0], int(a.split("_")[1])
-            if not term[a]:
-                assert np.array_equal(step.obs[team][i], o[a])
-            assert step.reward[team][i] == np.float32(r[a])
-            assert step.died[team][i] == term[a]
-            deaths += term[a]
-    assert not ref.agents and len(log) == 120 and deaths > 0
+            if (not term[a] and not np.array_equal(step.obs[team][i], o[a])) \
+                    or step.reward[team][i] != np.float32(r[a]) or step.died[team][i] != term[a]:
+                diffs.append(f"cycle {cycle}: {a}")
+        if step.done != (not ref.agents) or step.truncated != any(trunc.values()):
+            diffs.append(f"cycle {cycle}: episode end")
+    if ref.agents:
+        diffs.append("magent2's episode goes on")
+    return diffs
+
+
+@pytest.mark.parametrize("seed", [0, 5, 11])
+def test_plays_magent2s_game_cycle_for_cycle(seed):
+    """BattleEnv against magent2's parallel env as it is (first cycle included: blue plays
+    red's first actions there), the same seeded actions for a whole episode."""
+    log = _play_seeded(BattleEnv(max_cycles=300), seed, 300)
+    assert sum(int(s.died["red"].sum() + s.died["blue"].sum()) for _, s in log) > 20
+    assert _differences_from_magent2(log, seed, 300) == []
+
+
+def test_the_differential_test_sees_a_corrected_first_cycle():
+    """The comparison above can fail: the corrected first cycle (blue's own actions) is
+    another game, and it differs from magent2's from the first cycle on."""
+    log = _play_seeded(BattleEnv(max_cycles=20, corrected_first_cycle=True), 0, 20)
+    diffs = _differences_from_magent2(log, 0, 20)
+    assert diffs and diffs[0].startswith("cycle 1: ")
+
+
+def test_first_cycle_blue_plays_reds_actions():
+    """magent2's rule, by position: red told to stay and blue to move, no blue agent moves on
+    the first cycle and all move on the second; red told to move, blue moves the same way
+    (the same absolute move, not its mirror image), and ``Step.actions`` says so."""
+    stay, right = 6, 7  # (0, 0) and (0, +1) in the move diamond
+    env = BattleEnv(max_cycles=5)
+    env.reset(seed=1)
+    blue = env.handles[1]
+    before = np.array(env.engine.get_pos(blue))
+    step = env.step({"red": np.full(81, stay), "blue": np.full(81, right)})
+    assert (np.array(env.engine.get_pos(blue)) == before).all()
+    assert (step.actions["blue"] == stay).all() and (step.actions["red"] == stay).all()
+    step = env.step({"red": np.full(81, stay), "blue": np.full(81, right)})
+    assert (step.actions["blue"] == right).all()
+    moved = np.array(env.engine.get_pos(blue)) - before
+    assert (moved == [1, 0]).all(1).sum() > 60  # x is the first coordinate; walls stop a few
+
+    env.reset(seed=1)
+    before = np.array(env.engine.get_pos(blue))
+    reds = np.full(81, right)
+    reds[:3] = stay  # by slot: blue slots 0..2 stay, as red slots 0..2 were told
+    step = env.step({"red": reds, "blue": np.full(81, stay)})
+    moved = np.array(env.engine.get_pos(blue)) - before
+    assert (moved[:3] == 0).all() and (moved[3:] == [1, 0]).all(1).sum() > 60
+    assert (step.actions["blue"] == reds).all()
+
+
+def test_the_learner_on_red_moves_blue_on_the_first_cycle():
+    """The mirror: a blue-trained policy playing red through the mirror chooses red's first
+    actions, so it also chooses blue's (unmirrored, as the engine plays them)."""
+    from battle_rl.league.sides import ACTION_MIRROR
+
+    env = BattleEnv(max_cycles=5)
+    obs = env.reset(seed=2)
+    chosen_as_blue = np.full(81, 5)  # (0, -2): two cells left, towards red from blue's side
+    red = np.array(ACTION_MIRROR)[chosen_as_blue]  # through the mirror: two cells right
+    step = env.step({"red": red, "blue": np.zeros(81, int)})
+    assert (step.actions["blue"] == red).all() and (step.actions["red"] == red).all()
+    assert obs["blue"].shape == (81, 13, 13, 5)
 
 
 def test_kills_follow_course_rule_and_dead_slots_ignored():
@@ -163,3 +234,27 @@ def test_mix_samples_every_opponent(opponents_dir):
         mix.new_episode()
         seen.add(mix.name)
     assert seen == {"random", "pretrained", "final"}
+
+
+@needs_opponents
+@pytest.mark.parametrize("red_file", ["red_final.pt", "red.pt"])
+def test_evaluator_agrees_with_the_course_loop_game_by_game(opponents_dir, red_file):
+    """The batched evaluator against the course's own AEC loop (``battle_v4.env``, one forward
+    pass per agent per turn, as the course's eval.py), the shipped champion as blue: the same
+    kills for both teams and the same cycle count in every game."""
+    import sys
+
+    from battle_rl.league.opponents import champion_file
+    from battle_rl.networks import load_course_net, load_policy
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from course_protocol import run_course_eval
+
+    torch.set_num_threads(1)
+    blue, red = load_policy(champion_file()), load_course_net(opponents_dir / red_file)
+    seed, games = 1000, 3
+    course = run_course_eval(blue, red, games, seed=seed)
+    ours = Evaluator(max_cycles=300, n_envs=games).play(blue, NetOpponent(red, "red"), games,
+                                                        seed=seed)
+    assert [(r.seed, r.blue_kills, r.red_kills, r.cycles) for r in ours] == \
+        [(c["seed"], c["blue_kills"], c["red_kills"], c["cycles"]) for c in course]

@@ -188,7 +188,11 @@ def test_red_share_plays_the_learner_on_red_through_the_mirror():
     assert np.array_equal(buf.obs[:81], quantize(as_blue))
     assert np.array_equal(buf.action[:81], canonical)
     assert np.array_equal(buf.obs[81:162], quantize(first["blue"]))
-    assert np.array_equal(buf.action[81:162], blue)
+    # on the first cycle the engine plays red's actions for blue (magent2's rule): the learner,
+    # on red, moved both teams, and the buffer keeps what blue really did
+    assert np.array_equal(buf.action[81:162], MIRROR[canonical])
+    data.play_cycle()  # from the second cycle on, blue plays its own
+    assert np.array_equal(buf.action[162 + 81:162 + 162], played[1]["blue"])
     # a share of 0.5 plays about half the episodes on each side
     data.red_share, sides = 0.5, []
     for _ in range(200):
@@ -285,7 +289,9 @@ def test_mirrored_policies_on_mirrored_positions_give_mirrored_episodes():
     net = QNetwork().eval()
     P, Q = ScriptedOpponent(+1), NetOpponent(Mirrored(net).eval(), "q")
     cells = [(x, y) for x in range(4, 19, 2) for y in range(13, 31, 2)]  # 72 agents, 8 apart
-    env = BattleEnv(max_cycles=150)
+    # the geometry of the mirror, not magent2's first cycle (there the side that plays red
+    # moves both teams, which no mirror undoes): each team plays its own first actions
+    env = BattleEnv(max_cycles=150, corrected_first_cycle=True)
     total1, total2 = {"red": 0, "blue": 0}, {"red": 0, "blue": 0}
     for seed in range(3):
         g1, k1 = play_positions(env, P, Q, cells, seed)
@@ -437,7 +443,7 @@ def test_tournament_seats_nets_by_the_side_they_were_trained_on(tmp_path, capsys
 
 def test_champion_opponent_plays_red_through_the_mirror(tmp_path, monkeypatch):
     monkeypatch.setattr(opponents, "CHAMPION_PATH", tmp_path / "champion.pt")
-    with pytest.raises(FileNotFoundError, match="train_champion.py"):
+    with pytest.raises(FileNotFoundError, match=r"\+experiment=champion"):
         make_opponent("champion", tmp_path)
     torch.manual_seed(0)
     net = QNetwork().eval()
@@ -449,7 +455,7 @@ def test_champion_opponent_plays_red_through_the_mirror(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not opponents.CHAMPION_PATH.is_file(),
-                    reason="no shipped champion: scripts/train_champion.py --install makes it")
+                    reason="no shipped champion: python train.py +experiment=champion makes it")
 def test_shipped_champion_beats_red_final_on_both_sides(opponents_dir):
     """The committed champion is a policy.pt-style TorchScript file that wins, as blue against
     red_final.pt and as red (mirrored) against red_final.pt playing blue (mirrored)."""
@@ -464,30 +470,6 @@ def test_shipped_champion_beats_red_final_on_both_sides(opponents_dir):
     kills = lambda games: [(r.blue_kills, r.red_kills) for r in games]  # noqa: E731
     assert [r.winner for r in as_blue] == ["blue"] * 4, kills(as_blue)
     assert [r.winner for r in as_red] == ["red"] * 4, kills(as_red)
-
-
-def test_champion_script_reads_both_sides_off_the_tournament():
-    import importlib.util
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("train_champion",
-                                                  ROOT / "scripts" / "train_champion.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    assert script.duration(90) == "00:01:30:00" and script.duration(0.5) == "00:00:00:30"
-    matchups = [
-        {"blue": "champion", "red": "final", "win": 29, "draw": 1, "lose": 0,
-         "blue_kills": 80.0, "red_kills": 9.5},
-        {"blue": "final", "red": "champion", "win": 0, "draw": 2, "lose": 28,
-         "blue_kills": 12.0, "red_kills": 78.0},
-        {"blue": "champion", "red": "random", "win": 30, "draw": 0, "lose": 0,
-         "blue_kills": 81.0, "red_kills": 0.0},
-    ]
-    assert script.acceptance(matchups) == {
-        "as_blue": {"win": 29, "draw": 1, "lose": 0, "kills": 80.0, "conceded": 9.5},
-        "as_red": {"win": 28, "draw": 2, "lose": 0, "kills": 78.0, "conceded": 12.0},
-    }
 
 
 # -- policy files as opponents, and starting from a trained policy ---------------------------

@@ -72,7 +72,7 @@ class FakeEnv:
         died = {"blue": before & ~self._alive["blue"], "red": np.zeros(3, bool)}
         done = self.cycle >= 4
         return Step(obs=self._obs(), reward=reward, died=died, alive=self.alive,
-                    kills={"red": 0, "blue": 0}, done=done, truncated=done)
+                    kills={"red": 0, "blue": 0}, done=done, truncated=done, actions=actions)
 
     def state(self):
         return np.full((45, 45, 5), self.cycle, np.float32)

@@ -31,7 +31,7 @@ def test_acceptance_tiny_command_with_eval(tmp_path, opponents_dir):
                    "eval.final_episodes=3", f"hydra.run.dir={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     table = json.loads((out / "eval.json").read_text())
-    assert set(table) == {"random", "pretrained", "final", "scripted", "passive"}
+    assert set(table) == {"random", "pretrained", "final", "scripted", "passive", "champion"}
     for row in table.values():
         assert row["win"] + row["draw"] + row["lose"] == 3
 

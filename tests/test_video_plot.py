@@ -140,7 +140,8 @@ def wandb_run(tmp_path_factory):
     overrides = [o for o in TINY if not o.startswith(("logger", "eval."))]
     r = run_script("train.py", *overrides, "trainer.log_every_n_steps=5", "eval.every_n_steps=10",
                    "eval.episodes=1", "eval.opponents=[random]", "eval.stop_win_rate=null",
-                   "eval.final_episodes=1", "eval.video_every=2", f"hydra.run.dir={out}")
+                   "eval.final_episodes=1", "eval.video_every=2", "print_config=true",
+                   f"hydra.run.dir={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r
 

@@ -23,7 +23,7 @@ from battle_rl.networks import greedy_actions, load_course_net, load_policy, q_v
 
 COURSE_FILES = {"pretrained": "red.pt", "final": "red_final.pt"}
 SOURCE = "https://github.com/giangbang/RL-final-project-AIT-3007"
-# the shipped champion (TorchScript, trained as blue); scripts/train_champion.py makes it
+# the shipped champion (TorchScript, trained as blue), made by `python train.py +experiment=champion`
 CHAMPION_PATH = Path(__file__).resolve().parent.parent / "assets" / "champion.pt"
 _MIRROR = np.array(ACTION_MIRROR)
 
@@ -498,8 +498,9 @@ def champion_file() -> Path:
     """The shipped champion, or a clear error saying how to make it."""
     if not CHAMPION_PATH.is_file():
         raise FileNotFoundError(
-            f"opponent 'champion' needs {CHAMPION_PATH}, which is missing: train it with "
-            f"`python scripts/train_champion.py --install` (see the README's League section)"
+            f"opponent 'champion' needs {CHAMPION_PATH}, which is missing: train one with "
+            f"`python train.py +experiment=champion` and copy its policy.pt there "
+            f"(docs/league.md, The champion)"
         )
     return CHAMPION_PATH
 

@@ -258,9 +258,9 @@ def run(agents: list[str], out: str | Path, episodes: int = 10, max_cycles: int 
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m battle_rl.league.tournament",
-                                description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None,
+         prog: str = "python -m battle_rl.league.tournament") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("agents", nargs="*", help="policy files or random, scripted, passive, "
                    "passive_strict, pretrained, final, champion (course:PATH, red:PATH, "
                    "blue:PATH, NAME=AGENT); default: "

@@ -1,8 +1,11 @@
-"""The terminal during training: the composed configuration as a tree, and a one-line progress
-bar with live figures (updates, time, updates per second, epsilon, the last evaluation)."""
+"""The terminal during training: a few lines on what the run does (``run_summary``), the
+composed configuration as a tree (``print_config=true``), and a one-line progress bar with live
+figures (updates, time, updates per second, epsilon, the last evaluation). All of it fits an
+80-column terminal."""
 
 from __future__ import annotations
 
+import textwrap
 import time
 
 from omegaconf import DictConfig, OmegaConf
@@ -34,6 +37,67 @@ def print_config(cfg: DictConfig) -> None:
     Console().print(config_tree(cfg))
 
 
+WIDTH = 80  # the terminal the first screen is written for
+
+
+def _budget(trainer_cfg) -> str:
+    """``0:02:00``, ``20000 updates`` or both, from ``trainer.max_time`` and ``max_steps``."""
+    parts = []
+    max_time = trainer_cfg.get("max_time")
+    if max_time:
+        try:
+            if isinstance(max_time, str):  # DD:HH:MM:SS
+                days, hours, minutes, seconds = (int(x) for x in max_time.split(":"))
+            else:  # a dict of timedelta's keys
+                days, hours, minutes, seconds = (int(max_time.get(k, 0)) for k in
+                                                 ("days", "hours", "minutes", "seconds"))
+            parts.append(_clock(((days * 24 + hours) * 60 + minutes) * 60 + seconds))
+        except (ValueError, AttributeError):
+            parts.append(str(max_time))
+    if (trainer_cfg.get("max_steps") or -1) > 0:
+        parts.append(f"{trainer_cfg.max_steps} updates")
+    if not parts:
+        return "until stopped"
+    return f"for {parts[0]}" + (f" (or {parts[1]}, the first to come)" if len(parts) > 1 else "")
+
+
+def _games(n: int) -> str:
+    return f"{n} game" + ("s" if n != 1 else "")
+
+
+def _weight(w) -> str:
+    return f"{w:g}" if isinstance(w, (int, float)) else str(w)
+
+
+def run_summary(cfg: DictConfig, width: int = WIDTH) -> list[str]:
+    """What the run does, in a few lines of at most ``width`` columns: the algorithm and its
+    budget, the opponents it trains against (with their weights) and is evaluated against,
+    and the flag that shows the whole configuration."""
+    lines = [f"{cfg.algo.get('name', 'train')} {_budget(cfg.trainer)}, seed {cfg.seed}, "
+             f"on {cfg.trainer.get('accelerator', 'cpu')}"]
+    weights = {n: w for n, w in cfg.opponent.weights.items() if w > 0}
+    lines.append("opponents: " + ", ".join(f"{n} {_weight(w)}" for n, w in weights.items()))
+    ev, evaluations = cfg.eval, []
+    if ev.get("every_n_steps", 0) > 0:
+        evaluations.append(f"{_games(ev.episodes)} every {ev.every_n_steps} updates")
+    if ev.get("final_episodes", 0) > 0:
+        evaluations.append(f"{_games(ev.final_episodes)} each at the end (Table I)")
+    if evaluations:
+        lines.append(f"evaluation: {' and '.join(evaluations)} against "
+                     + ", ".join(ev.opponents))
+    if not cfg.get("print_config", False):
+        lines.append("full configuration: print_config=true, "
+                     "or python train.py --cfg job (no run)")
+    out = []
+    for line in lines:
+        out += textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False)
+    return out
+
+
+def print_run_summary(cfg: DictConfig) -> None:
+    print("\n".join(run_summary(cfg)), flush=True)
+
+
 class BattleProgressBar(ProgressBar):
     """One line that fits an 80-column terminal, refreshed a few times a second (the machine
     has few cores to spare for the game and the updates):
@@ -45,12 +109,15 @@ class BattleProgressBar(ProgressBar):
     epsilon, and the worst win rate of the last evaluation, with its opponent. A narrower
     terminal cuts the line short rather than wrapping it."""
 
-    def __init__(self, refresh_rate: int = 4, rate_window: float = 1.0):
+    def __init__(self, refresh_rate: int = 4, rate_window: float = 1.0,
+                 console: Console | None = None):
         super().__init__()
         self.refresh_rate, self.rate_window = refresh_rate, rate_window
+        self.console = console  # the terminal's (rich's Console()) unless given
         self._enabled = True
         self.progress: Progress | None = None
         self._mark: tuple[float, int] | None = None  # (time, global step) rates start from
+        self._start: tuple[float, int] | None = None  # the same at the start of training
         self._rate = ""
         self._last_eval: dict | None = None  # the win rates shown, set by the EvalCallback
 
@@ -61,12 +128,14 @@ class BattleProgressBar(ProgressBar):
         self._enabled = True
 
     def on_train_start(self, trainer, pl_module):
+        self._start = (time.perf_counter(), trainer.global_step)
         if not self._enabled:
             return
         line = Column(no_wrap=True, overflow="ellipsis")
         self.progress = Progress(BarColumn(bar_width=12),
                                  TextColumn("{task.description}", markup=False, table_column=line),
-                                 refresh_per_second=self.refresh_rate, console=Console())
+                                 refresh_per_second=self.refresh_rate,
+                                 console=self.console or Console())
         self.task = self.progress.add_task("", total=1.0)
         self.progress.start()
 
@@ -76,6 +145,9 @@ class BattleProgressBar(ProgressBar):
             self.progress.update(self.task, completed=done, description=status)
 
     def on_train_end(self, trainer, pl_module):
+        if self.progress is not None:  # the line left on screen: the whole run's rate
+            done, status = self.status(trainer, pl_module, final=True)
+            self.progress.update(self.task, completed=done, description=status)
         self._stop()
 
     def on_exception(self, trainer, pl_module, exception):
@@ -89,8 +161,10 @@ class BattleProgressBar(ProgressBar):
             self.progress.stop()
             self.progress = None
 
-    def status(self, trainer, pl_module) -> tuple[float, str]:
-        """(fraction of the run done, the figures after the bar)."""
+    def status(self, trainer, pl_module, final: bool = False) -> tuple[float, str]:
+        """(fraction of the run done, the figures after the bar). The rate: updates per second
+        over the last ``rate_window`` seconds of training; ``final``: over the whole run (this
+        session's updates over its wall time, evaluations included, as the clock shows)."""
         step, max_steps = trainer.global_step, trainer.max_steps
         parts, done = [f"{step}/{max_steps}" if max_steps > 0 else f"{step} updates"], 0.0
         if max_steps > 0:
@@ -100,13 +174,13 @@ class BattleProgressBar(ProgressBar):
             elapsed, left = timer.time_elapsed("train"), timer.time_remaining("train")
             parts.append(f"{_clock(elapsed)}/{_clock(elapsed + left)}")
             done = max(done, elapsed / max(elapsed + left, 1e-9))
-        parts.append(self._measure_rate(step))
-        rollout = getattr(pl_module, "rollout", None)
-        if getattr(rollout, "epsilon", None) is not None:  # on-policy learners have none
-            parts.append(f"eps {rollout.epsilon:.2f}")
         evals = getattr(pl_module, "last_eval", None)
         if evals is not self._last_eval:  # an evaluation paused training: measure anew
             self._last_eval, self._mark = evals, None
+        parts.append(self._mean_rate(step) if final else self._measure_rate(step))
+        rollout = getattr(pl_module, "rollout", None)
+        if getattr(rollout, "epsilon", None) is not None:  # on-policy learners have none
+            parts.append(f"eps {rollout.epsilon:.2f}")
         if evals:
             worst = min(evals, key=evals.get)
             parts.append(f"win {evals[worst]:.0%} {worst}")
@@ -119,11 +193,22 @@ class BattleProgressBar(ProgressBar):
             self._mark = (now, step)
         t0, step0 = self._mark
         if step > step0:  # shown from the second update on, even in a run shorter than a window
-            rate = (step - step0) / (now - t0)
-            self._rate = f"{rate:.0f} upd/s" if rate >= 10 else f"{rate:.1f} upd/s"
+            self._rate = _rate(step - step0, now - t0)
         if now - t0 >= self.rate_window:
             self._mark = (now, step)
         return self._rate
+
+    def _mean_rate(self, step: int) -> str:
+        if self._start is None:
+            return self._rate
+        t0, step0 = self._start
+        seconds = time.perf_counter() - t0
+        return _rate(step - step0, seconds) if step > step0 and seconds > 0 else self._rate
+
+
+def _rate(updates: int, seconds: float) -> str:
+    rate = updates / seconds
+    return f"{rate:.0f} upd/s" if rate >= 10 else f"{rate:.1f} upd/s"
 
 
 def _clock(seconds: float) -> str:

@@ -62,6 +62,21 @@ def hydra_group_and_choices() -> tuple[str | None, dict]:
     return group, dict(hc.runtime.choices)
 
 
+def hydra_config_id() -> str:
+    """This job's configuration (:func:`battle_rl.score.config_id`): its overrides without the
+    seed, so that the seeds of one configuration share it (``defaults`` outside Hydra)."""
+    from battle_rl.score import RUN_ONLY_KEYS, config_id
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return "defaults"
+    exclude = hc.job.config.override_dirname.get("exclude_keys") or RUN_ONLY_KEYS
+    return config_id(list(hc.overrides.task), exclude)
+
+
 MAX_TAG = 64  # W&B refuses a longer tag (and with it the whole run)
 
 
@@ -104,6 +119,9 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = 
     group = lc.get("group") or sweep  # all jobs of one multirun share a group
     config = OmegaConf.to_container(cfg, resolve=True)
     config["logger"]["group"] = group
+    # the configuration's identity, the seed left out: "Group by config_id" (or job_type) in
+    # the W&B runs table averages the seeds of one configuration (docs/sweeps.md)
+    config["config_id"] = hydra_config_id()
     id_file = run_dir / WANDB_RUN_FILE
     run_id = json.loads(id_file.read_text())["id"] if resuming and id_file.is_file() else None
     return WandbLogger(
@@ -112,6 +130,7 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = 
         resume="allow" if run_id else None,
         entity=lc.get("entity"),
         group=group,
+        job_type=config["config_id"],
         tags=run_tags(cfg, choices),
         name=run_name,
         save_dir=str(run_dir),
@@ -130,7 +149,7 @@ def start_wandb(loggers: list, run_dir: Path, mode: str | None = "offline") -> N
             run = logger.experiment
             (run_dir / WANDB_RUN_FILE).write_text(json.dumps(
                 {"id": run.id, "group": run.group, "name": run.name, "project": run.project,
-                 "mode": mode,
+                 "mode": mode, "config_id": run.config.get("config_id"),
                  "dir": str(Path(run.dir).parent)}, indent=1))
 
 
@@ -181,21 +200,25 @@ def close_logger(logger) -> None:
             wandb.finish()
 
 
-def where_line(run_dir: Path, loggers: list) -> str:
-    """One line: the run's folder, and where its metrics go (W&B offline: how to upload)."""
+def where_line(run_dir: Path, loggers: list, width: int = 80) -> str:
+    """The run's folder, and where its metrics go (W&B offline: how to upload): one line, or
+    two where one would be wider than ``width``."""
     def short(p) -> str:
         p = Path(p).resolve()
         return str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(p)
 
     line = f"run folder: {short(run_dir)}"
+    where = "no logger"
     wandb_logger = next((lg for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
     if wandb_logger is not None:
         info = json.loads((run_dir / WANDB_RUN_FILE).read_text())
-        if info["mode"] == "offline":
-            return f"{line}; W&B offline, to upload: wandb sync {short(info['dir'])}"
-        if info["mode"] == "online":
-            return f"{line}; W&B: {wandb_logger.experiment.url}"
-        return f"{line}; W&B disabled, metrics in {short(run_dir / 'csv' / 'metrics.csv')}"
-    if loggers:
-        return f"{line}; metrics in {short(run_dir / 'csv' / 'metrics.csv')}"
-    return f"{line}; no logger"
+        if info["mode"] == "offline":  # every offline segment of the run (resumed ones too)
+            segments = f"{short(Path(info['dir']).parent)}/offline-run-*"
+            where = f"W&B offline; upload: wandb sync {segments}"
+        elif info["mode"] == "online":
+            where = f"W&B: {wandb_logger.experiment.url}"
+        else:
+            where = f"W&B disabled, metrics in {short(run_dir / 'csv' / 'metrics.csv')}"
+    elif loggers:
+        where = f"metrics in {short(run_dir / 'csv' / 'metrics.csv')}"
+    return f"{line}; {where}" if len(line) + 2 + len(where) <= width else f"{line}\n{where}"

@@ -155,13 +155,15 @@ def plot_table(table: dict, path: str | Path) -> Path:
     return _save(fig, Path(path))
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: python -m battle_rl.outputs.plot RUN_DIR   (writes RUN_DIR/plots/*.png)",
-              file=sys.stderr)
-        return 2
-    run_dir = Path(argv[0])
+def main(argv: list[str] | None = None, prog: str = "python -m battle_rl.outputs.plot") -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog=prog, description="Plots of a run from its local files: the training curves "
+        "(csv/metrics.csv, eval_history.jsonl) as RUN_DIR/plots/*.png, and the Table I chart "
+        "(eval.json) as RUN_DIR/eval.png.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a training run's folder")
+    run_dir = Path(p.parse_args(argv).run_dir)
     if not run_dir.is_dir():
         print(f"error: {run_dir} is not a directory", file=sys.stderr)
         return 2
