@@ -54,12 +54,23 @@ class ReplayBuffer(_Persistent):
     """Per-agent transitions; ``n_step`` > 1 samples n-step returns (see :meth:`sample`)."""
 
     def __init__(self, capacity: int, n_agents: int = 81, seed: int | None = None,
-                 n_step: int = 1, gamma: float = 0.9):
+                 n_step: int = 1, gamma: float = 0.9, channels=None, valid_actions=None):
         if capacity < 2 * n_agents + 1:
             raise ValueError(f"buffer capacity {capacity} must be at least {2 * n_agents + 1}")
         self.capacity, self.n_agents = capacity, n_agents
         self.n_step, self.gamma = int(n_step), float(gamma)
-        self.obs = np.zeros((capacity, *OBS_SHAPE), np.uint8)
+        # done once per row at insertion, not at every sampling of it: with ``channels``, keep
+        # the observation as the learner's network reads it (those channels, channels first:
+        # (C, 13, 13)), and with ``valid_actions`` (uint8 HWC observations -> (N, 21) bool) the
+        # actions its mask allows, which may need channels the network does not read
+        self.channels_first = channels is not None
+        self.channels = list(range(OBS_SHAPE[2])) if channels is None else list(channels)
+        self.valid_actions = valid_actions
+        self.obs = np.zeros((capacity, *self.obs_shape), np.uint8)
+        self.valid = None
+        if valid_actions is not None:
+            self.valid = np.zeros((capacity, N_ACTIONS), bool)
+            self.ARRAYS = self.ARRAYS + ("valid",)
         self.action = np.zeros(capacity, np.uint8)
         self.reward = np.zeros(capacity, np.float32)
         self.done = np.zeros(capacity, bool)
@@ -75,13 +86,33 @@ class ReplayBuffer(_Persistent):
         return int(self.ready[: self.size].sum())
 
     @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """A stored observation's shape: (13, 13, 5), or (len(channels), 13, 13)."""
+        return (len(self.channels), *OBS_SHAPE[:2]) if self.channels_first else OBS_SHAPE
+
+    @property
+    def y_axis(self) -> int:
+        """The y axis of a batch of stored observations (for ``flip_y_rows``)."""
+        return 2 if self.channels_first else 1
+
+    def stored_obs(self, obs_u8: np.ndarray) -> np.ndarray:
+        """Whole uint8 HWC observations (N, 13, 13, 5) as this buffer stores them."""
+        return obs_u8[..., self.channels].transpose(0, 3, 1, 2) if self.channels_first \
+            else obs_u8
+
+    @property
     def bytes_per_row(self) -> int:
         arrays = (self.obs, self.action, self.reward, self.done, self.next, self.ready)
+        if self.valid is not None:
+            arrays += (self.valid,)
         return sum(a.nbytes for a in arrays) // self.capacity
 
     def _write_obs(self, obs: np.ndarray) -> np.ndarray:
         rows = (self.ptr + np.arange(len(obs))) % self.capacity
-        self.obs[rows] = quantize(obs)
+        whole = quantize(obs)
+        if self.valid is not None:
+            self.valid[rows] = self.valid_actions(whole)
+        self.obs[rows] = self.stored_obs(whole)
         self.ready[rows] = False
         self.ptr = int((self.ptr + len(obs)) % self.capacity)
         self.size = min(self.size + len(obs), self.capacity)
@@ -150,6 +181,8 @@ class ReplayBuffer(_Persistent):
             "next_obs": self.obs[bootstrap],
             "done": done,
             "discount": discount,  # gamma^k: the bootstrap's weight after k summed rewards
+            **({} if self.valid is None else {"valid": self.valid[idx],
+                                               "next_valid": self.valid[bootstrap]}),
             **self.extra(idx, bootstrap),
         }
 
@@ -158,8 +191,24 @@ class ReplayBuffer(_Persistent):
         targets bootstrap from."""
         return {}
 
-    # the arrays saved for resume (see _Persistent)
+    # the arrays saved for resume (see _Persistent; and "valid" where the buffer has a mask)
     ARRAYS = ("obs", "action", "reward", "done", "next", "ready")
+
+    def load_state_dict(self, state: dict) -> None:
+        """Also loads a replay saved with whole observations and no masks (by battle-rl
+        before 2026-12-06, or by a run whose network read every channel): the channels and the
+        masks this buffer keeps are taken from them."""
+        obs = state["obs"]
+        if obs.shape[1:] != self.obs_shape or (self.valid is not None and "valid" not in state):
+            if obs.shape[1:] != OBS_SHAPE:
+                raise ValueError(f"the saved replay buffer holds observations shaped "
+                                 f"{obs.shape[1:]}, this run stores {self.obs_shape} (channels "
+                                 f"{self.channels}): resume with checkpoint_buffer=false to "
+                                 f"start from an empty replay buffer")
+            state = dict(state, obs=self.stored_obs(obs))
+            if self.valid is not None:
+                state["valid"] = self.valid_actions(obs)
+        super().load_state_dict(state)
 
 
 class MeanActionReplayBuffer(ReplayBuffer):

@@ -180,7 +180,8 @@ class RolloutDataset(IterableDataset):
             actions = {me: _MIRROR[self._learner_actions(mirrored, alive[me])],
                        them: self._mirrored_opponent.act(self.obs[them], alive[them])}
         step = self.env.step(actions)
-        self.buffer.add(self._stored(actions, action=True), self._stored(step.reward),
+        # the actions the engine played: on a first cycle blue's are red's (magent2's rule)
+        self.buffer.add(self._stored(step.actions, action=True), self._stored(step.reward),
                         self._stored(step.obs, obs=True), self._stored(step.died),
                         self._stored(step.alive))
         self.cycles += 1
@@ -235,7 +236,8 @@ class RolloutDataset(IterableDataset):
             credit -= 1.0
             batch = self.buffer.sample(self.batch_size)
             if self.flip_y:  # half of the rows, at random, seen top-bottom mirrored
-                flip_y_rows(batch, self.rng.random(self.batch_size) < 0.5)
+                flip_y_rows(batch, self.rng.random(self.batch_size) < 0.5,
+                            getattr(self.buffer, "y_axis", 1))
             batch = {k: torch.from_numpy(v) for k, v in batch.items()}
             self._rollout_seconds += time.perf_counter() - t0
             self.batches += 1
@@ -403,7 +405,10 @@ class OnPolicyDataset(IterableDataset):
                 self.obs[me], alive[me], state, self.rng)
             step = self.env.step({me: actions, them: self.opponent.act(self.obs[them],
                                                                        alive[them])})
-            r["obs"][t], r["action"][t], r["valid"][t] = self.obs[me], actions, alive[me]
+            # an action the engine did not play (blue's on a first cycle: magent2 plays red's
+            # there) is no sample of the policy: left out of the policy loss
+            r["obs"][t], r["action"][t] = self.obs[me], actions
+            r["valid"][t] = alive[me] & (step.actions[me] == actions)
             r["reward"][t] = np.where(alive[me], step.reward[me], 0.0)
             self.cycles += 1
             self.agent_steps += int(alive[me].sum() + alive[them].sum())

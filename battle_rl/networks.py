@@ -10,6 +10,7 @@ import copy
 import os
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -107,6 +108,15 @@ class ActionMask(nn.Module):
         enemy = obs[:, 3].flatten(1) > 0
         return torch.cat([moves, enemy[:, attack]], 1)
 
+    def of_hwc(self, obs: np.ndarray) -> np.ndarray:
+        """The same mask of numpy HWC observations (N, 13, 13, 5): 4x faster than ``forward``
+        at a cycle's 162 rows, for acting and for the replay buffer's insertions."""
+        flat = obs.reshape(len(obs), VIEW * VIEW, obs.shape[-1])
+        wall = flat[:, :, 0] > 0
+        moves = ~(wall[:, self.move_cells] | wall[:, self.via_cells])
+        moves[:, self.stay] = True
+        return np.concatenate([moves, flat[:, self.attack_cells, 3] > 0], 1)
+
 
 def as_played(valid: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     """The action a transition is credited to under an action mask (``valid``: (N, 21)): one
@@ -156,9 +166,15 @@ class QNetwork(nn.Module):
         if self.selects:
             x = obs.index_select(1, torch.tensor(self.channels, dtype=torch.long,
                                                  device=obs.device))
+        return self.q_from(x, self.valid_actions(obs) if self.masked else None)
+
+    def q_from(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
+        """Q from what the network reads: ``x`` (N, len(channels), 13, 13) and, masked, the
+        actions the mask allows (N, 21). The learner takes both from its replay buffer, which
+        stored them once per row instead of once per sampling."""
         q = self.head(self.cnn(x).flatten(1))
-        if self.masked:
-            q = q.masked_fill(~self.valid_actions(obs), self.masked_value)
+        if valid is not None:
+            q = q.masked_fill(~valid, self.masked_value)
         return q
 
 

@@ -155,7 +155,7 @@ def test_profile_and_ab_benchmark_run():
     assert r.returncode == 0, r.stderr[-3000:]
     assert "update:" in r.stdout and "cycle of play:" in r.stdout
     r = subprocess.run([sys.executable, str(script), "--smoke", "--compare", str(ROOT),
-                        "--what", "stream", "threads=1"],
+                        "threads=1", "--what", "stream"],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "stream: base" in r.stdout and "new/base x" in r.stdout

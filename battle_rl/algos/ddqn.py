@@ -20,9 +20,9 @@ import torch.nn.functional as F
 
 from battle_rl.buffer import OBS_SCALE, ReplayBuffer
 from battle_rl.data import EpsilonSchedule, RolloutDataset
-from battle_rl.env import N_ACTIONS
+from battle_rl.env import N_ACTIONS, OBS_SHAPE
 from battle_rl.league.opponents import ScriptedOpponent
-from battle_rl.networks import (as_played, build_q_network, greedy_actions,
+from battle_rl.networks import (as_played, build_q_network, greedy_actions, net_device,
                                 random_valid_actions, soft_update)
 from battle_rl.resume import load_rollout_state, save_rollout_state
 
@@ -103,9 +103,18 @@ class DQN(pl.LightningModule):
     dataset_class = RolloutDataset  # the rollout stream (MF-Q: with the mean actions)
 
     def make_buffer(self, hparams, slots: int, team_size: int, seed: int) -> ReplayBuffer:
-        """The replay of ``slots`` agent slots (two teams with ``both_teams``)."""
+        """The replay of ``slots`` agent slots (two teams with ``both_teams``), keeping only
+        the channels the network reads and, masked, each row's action mask."""
+        masked = getattr(self.q_net, "masked", False)
         return ReplayBuffer(hparams.buffer_size, slots, seed=seed,
-                            n_step=hparams.get("n_step", 1), gamma=self.hparams.gamma)
+                            n_step=hparams.get("n_step", 1), gamma=self.hparams.gamma,
+                            channels=getattr(self.q_net, "channels", None),
+                            valid_actions=self.stored_valid_actions if masked else None)
+
+    def stored_valid_actions(self, obs_u8: np.ndarray) -> np.ndarray:
+        """The mask of stored (uint8 HWC) observations: the same as of their float values,
+        since the mask only asks which cells are above 0."""
+        return self.q_net.valid_actions.of_hwc(obs_u8)
 
     @classmethod
     def policy_from_checkpoint(cls, ckpt: dict) -> torch.nn.Module:
@@ -116,7 +125,21 @@ class DQN(pl.LightningModule):
         return net
 
     def greedy(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
-        return greedy_actions(self.q_net, obs, alive)
+        """argmax actions for the alive slots, 0 for dead ones: ``greedy_actions``' values,
+        but only the channels the network reads are copied to NCHW (2x faster at 81 rows)."""
+        net = self.q_net
+        if not hasattr(net, "q_from"):
+            return greedy_actions(net, obs, alive)
+        actions = np.zeros(len(obs), np.int64)
+        if alive.any():
+            obs, device = obs if alive.all() else obs[alive], net_device(net)
+            x = torch.from_numpy(obs).to(device).permute(0, 3, 1, 2)
+            with torch.inference_mode():
+                valid = torch.from_numpy(net.valid_actions.of_hwc(obs)).to(device) \
+                    if net.masked else None
+                q = net.q_from(x[:, net.channels].contiguous(), valid)
+            actions[alive] = q.argmax(1).cpu().numpy()
+        return actions
 
     def random_actions(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Exploration: uniform over the actions the network's mask allows (all without one)."""
@@ -145,17 +168,39 @@ class DQN(pl.LightningModule):
             return action
         return as_played(self.q_net.valid_actions(obs), action)
 
+    def network_input(self, obs_u8: torch.Tensor, valid: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Stored uint8 observations -> what ``q_net.q_from`` reads: the network's channels
+        as float NCHW, and its action mask. The buffer stored both once per row, as the network
+        reads them (channels first); whole HWC observations without masks (a batch made by
+        hand) get them here. Under bfloat16 autocast the input is made bfloat16 at once: the
+        same values as float32 then autocast's cast (every uint8 / 100 is checked in tests),
+        one copy fewer."""
+        net, x = self.q_net, obs_u8
+        if x.shape[1:] == OBS_SHAPE:  # whole observations
+            x = x.permute(0, 3, 1, 2)
+            if valid is None and getattr(net, "masked", False):
+                valid = net.valid_actions(x)
+            x = x[:, net.channels]
+        kind = x.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) \
+            else torch.float32
+        if dtype != torch.bfloat16:
+            dtype = torch.float32
+        return x.to(dtype, memory_format=torch.contiguous_format).div_(OBS_SCALE), valid
+
     def td_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Huber loss between Q(s, a) and the TD target; also returns Q(s, a)."""
         hp = self.hparams
-        obs, next_obs = self.preprocess(batch["obs"]), self.preprocess(batch["next_obs"])
-        q = self.q_net(obs).gather(1, self.as_played(obs, batch["action"]).unsqueeze(1))
-        q = q.squeeze(1)
+        obs, valid = self.network_input(batch["obs"], batch.get("valid"))
+        next_obs, next_valid = self.network_input(batch["next_obs"], batch.get("next_valid"))
+        action = batch["action"] if valid is None else as_played(valid, batch["action"])
+        q = self.q_net.q_from(obs, valid).gather(1, action.unsqueeze(1)).squeeze(1)
         with torch.no_grad():
-            next_online = self.q_net(next_obs) if hp.double else None
+            next_online = self.q_net.q_from(next_obs, next_valid) if hp.double else None
             target = td_target(
-                batch["reward"], batch["done"], self.target_net(next_obs), next_online,
-                batch.get("discount", hp.gamma),
+                batch["reward"], batch["done"], self.target_net.q_from(next_obs, next_valid),
+                next_online, batch.get("discount", hp.gamma),
             )
         return F.smooth_l1_loss(q, target), q
 
@@ -190,13 +235,20 @@ class DQN(pl.LightningModule):
             self.trainer.should_stop = True
 
     def configure_optimizers(self):
+        # fused: one kernel over all parameters, 2.5x faster than a dozen small ops for each;
+        # not under float16's gradient scaler (16-mixed), which it would unscale inside the step
+        scaled = self._trainer is not None and str(self._trainer.precision).startswith("16")
         return torch.optim.AdamW(
-            self.q_net.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            self.q_net.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+            fused=not scaled,
         )
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
                                     gradient_clip_algorithm=None):
-        self.clip_gradients(optimizer, self.hparams.max_grad_norm, "norm")
+        # torch's clipping, as Lightning's does it (its own refuses a fused optimizer under
+        # mixed precision for the scaler's sake: bfloat16 has none, 16-mixed gets no fused)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, self.hparams.max_grad_norm)
 
     # -- checkpoints carry the rollout's counters (epsilon position) and the RNGs ---------
     def on_save_checkpoint(self, checkpoint):

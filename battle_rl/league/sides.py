@@ -36,16 +36,18 @@ ACTION_FLIP_Y = _mirror_table(sy=-1, sx=1)  # top-bottom: the map's symmetry wit
 _FLIP_Y = np.array(ACTION_FLIP_Y)
 
 
-def flip_y_rows(batch: dict, rows) -> dict:
-    """Replace rows ``rows`` of a replay batch (numpy, HWC observations) by their top-bottom
-    mirror image: views flipped along y, actions and mean actions mirrored. The local rules
-    of the game do not change under this flip, so a transition seen flipped is one more the
-    agent could have played (data augmentation; the spawn squares are symmetric up to a cell).
+def flip_y_rows(batch: dict, rows, y_axis: int = 1) -> dict:
+    """Replace rows ``rows`` of a replay batch (numpy, HWC observations, or channels first with
+    ``y_axis=2``) by their top-bottom mirror image: views flipped along y, actions, action
+    masks and mean actions mirrored. The local rules of the game do not change under this
+    flip, so a transition seen flipped is one more the agent could have played (data
+    augmentation; the spawn squares are symmetric up to a cell).
     """
     for key in ("obs", "next_obs"):
-        batch[key][rows] = batch[key][rows, ::-1]
+        batch[key][rows] = np.flip(batch[key][rows], y_axis)
     batch["action"][rows] = _FLIP_Y[batch["action"][rows]]
-    for key in ("mean_action", "next_mean_action"):
+    # per-action columns (the action masks the buffer stored, MF-Q's mean actions)
+    for key in ("valid", "next_valid", "mean_action", "next_mean_action"):
         if key in batch:
             batch[key][rows] = batch[key][rows][:, _FLIP_Y]
     return batch
