@@ -58,6 +58,7 @@ class EvalCallback(pl.Callback):
         self.best_score: tuple | None = None
         self.best_state: dict | None = None
         self.best_step: int | None = None
+        self.best_table: dict | None = None  # the best evaluation's table (its score: a sweep's)
         self.last_step: int | None = None  # the step of the latest evaluation
         self.eval_seconds = 0.0
         self.streak = 0
@@ -161,7 +162,7 @@ class EvalCallback(pl.Callback):
         score = self.score(table)
         step = self.last_step = trainer.global_step
         if self.best_score is None or score > self.best_score:
-            self.best_score, self.best_step = score, step
+            self.best_score, self.best_step, self.best_table = score, step, table
             self.best_state = copy.deepcopy(net.state_dict())
         self.eval_seconds += time.perf_counter() - t0
         metrics = {f"eval/win_rate/{k}": v for k, v in win_rates.items()}

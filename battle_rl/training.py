@@ -376,8 +376,9 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
             "train_seconds": eval_cb.train_seconds() if eval_cb else wall,
             "policy_source": source,
             "interrupted": stop.requested,
-            # no final Table I: the score of the evaluation whose weights policy.pt holds
-            "objective": best_evaluation_score(run_dir, eval_cb),
+            # without a final Table I: the best evaluation's score during training
+            "objective": kill_margin_score(eval_cb.best_table)
+            if eval_cb and eval_cb.best_table else 0.0,
         }
         if cfg.eval.final_episodes > 0 and not stop.requested:
             table = evaluate(
@@ -406,22 +407,6 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
     finally:
         for logger in loggers:
             close_logger(logger)
-
-
-def best_evaluation_score(run_dir: Path, eval_cb) -> float:
-    """Without a final Table I: the score (:func:`battle_rl.score.kill_margin_score`) of the
-    evaluation during training whose weights were the best (``eval_history.jsonl``), else 0."""
-    path = run_dir / "eval_history.jsonl"
-    if eval_cb is None or eval_cb.best_step is None or not path.is_file():
-        return 0.0
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("step") == eval_cb.best_step and record.get("table"):
-            return kill_margin_score(record["table"])
-    return 0.0
 
 
 def train_seeds(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -> dict:

@@ -637,18 +637,13 @@ def plot_learning_curves(sweep_dir: Path, configs: list[Config], labels: list[st
     for ax, panel in zip(axes[0], panels):
         for c, label in drawn:
             if panel == "score":
-                curves = [r.score_curve() for r in c.runs if r.score_curve()]
+                curves = [cv for cv in (r.score_curve() for r in c.runs) if cv]
             else:
                 key = f"eval/win_rate/{panel}"
                 curves = [[(h["step"], h[key]) for h in r.history if key in h and "step" in h]
                           for r in c.runs]
                 curves = [cv for cv in curves if cv]
-            xs, mean, low, high = _mean_band(curves)
-            if not xs:
-                continue
-            line, = ax.plot(xs, mean, marker="o", ms=3, label=f"{label} ({len(curves)})")
-            if len(curves) > 1:
-                ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
+            _plot_band(ax, curves, label, ms=3)
         if panel == "score":
             ax.set(title="score (mean kill margin / 81)", ylim=(-1.05, 1.05))
         else:
@@ -659,6 +654,16 @@ def plot_learning_curves(sweep_dir: Path, configs: list[Config], labels: list[st
     _save(fig, sweep_dir / "learning_curve.png", [lb for _, lb in drawn])
     plt.close(fig)
     return ["learning_curve.png"]
+
+
+def _plot_band(ax, curves: list, label: str, ms: float) -> None:
+    """One configuration's curves (one per seed): their mean, and their range as a band."""
+    xs, mean, low, high = _mean_band(curves)
+    if not xs:
+        return
+    line, = ax.plot(xs, mean, marker="o", ms=ms, label=f"{label} ({len(curves)})")
+    if len(curves) > 1:
+        ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
 
 
 def plot_train_reward(sweep_dir: Path, configs: list[Config], labels: list[str]) -> list[str]:
@@ -674,13 +679,7 @@ def plot_train_reward(sweep_dir: Path, configs: list[Config], labels: list[str])
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for c, label in drawn:
-        curves = [curve(r) for r in c.runs if curve(r)]
-        xs, mean, low, high = _mean_band(curves)
-        if not xs:
-            continue
-        line, = ax.plot(xs, mean, marker="o", ms=2, label=f"{label} ({len(curves)})")
-        if len(curves) > 1:
-            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
+        _plot_band(ax, [cv for cv in map(curve, c.runs) if cv], label, ms=2)
     ax.set(title="training episode reward (blue, per agent)", xlabel="updates", ylabel="reward")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best", title="mean, band: seeds' range", title_fontsize=7)
