@@ -425,10 +425,17 @@ def fast_precision(accelerator: str = "cpu") -> str:
     return "bf16-mixed" if native_bf16(str(accelerator)) else "32-true"
 
 
+def asset(name: str) -> str:
+    """The absolute path of a file shipped in ``battle_rl/assets`` (a recipe's fixed rival)."""
+    return str(Path(__file__).resolve().parent / "assets" / name)
+
+
 # registered wherever battle_rl.config is imported (the entry points, and so every launcher's
-# job process): hydra.sweep.subdir in conf/config.yaml; trainer.precision of DDQN's recipe
+# job process): hydra.sweep.subdir in conf/config.yaml; trainer.precision of DDQN's recipe;
+# the champion recipe's previous champion
 OmegaConf.register_new_resolver("battle_rl.job_dir", job_dir_name, replace=True)
 OmegaConf.register_new_resolver("battle_rl.fast_precision", fast_precision, replace=True)
+OmegaConf.register_new_resolver("battle_rl.asset", asset, replace=True)
 
 
 def fail(message: str, code: int = 2):

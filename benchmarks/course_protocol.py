@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from battle_rl.networks import load_course_net, load_policy  # noqa: E402
 
-DEFAULT_OPPONENTS = Path(__file__).resolve().parent.parent.parent / "shared" / "opponents"
+# where benchmarks/common.py and train.py look: BATTLE_RL_OPPONENTS_DIR, else ../shared/opponents
+DEFAULT_OPPONENTS = Path(os.environ.get("BATTLE_RL_OPPONENTS_DIR",
+                                       Path(__file__).resolve().parents[2] / "shared" / "opponents"))
 
 
 def run_course_eval(blue_net, red_net, episodes: int, max_cycles: int = 300, seed: int = 0):

@@ -14,6 +14,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+import battle_rl
 from battle_rl.config import ConfigError, compose_overrides, validate_train
 from battle_rl.evaluation import Evaluator, evaluate
 from battle_rl.league.opponents import NetOpponent, RandomOpponent
@@ -132,12 +133,23 @@ def test_the_default_run_is_the_fighter_and_the_report_stays_one_override_away()
     assert list(network.conv_channels) == [] and network.action_mask and cfg.reward.hurt < 0
     # it reads walls and HP only, and its exploring agents play the scripted agent's moves
     assert list(network.channels) == [0, 2, 4] and cfg.hparams.explore_with == "scripted"
-    # the champion's recipe is the same run given 15 minutes and a replay of 5x the rows
+    # the champion's recipe is the same run given 15 minutes and a replay of 5x the rows, more
+    # games against red_final.pt, a higher cost per hit taken and the previous champion as a rival
     champion = compose_overrides("config", ["+experiment=champion"])
     assert champion.trainer.max_time == "00:00:15:00"
     assert champion.hparams.buffer_size == 5 * cfg.hparams.buffer_size
+    assert champion.opponent.weights.final > cfg.opponent.weights.final
+    assert champion.reward.hurt < cfg.reward.hurt
+    rival = Path(champion.policies.champion_0_4_0)
+    assert rival.is_file() and rival.parent == Path(battle_rl.__file__).parent / "assets"
+    assert champion.opponent.weights.champion_0_4_0 > 0
     champion.trainer.max_time = cfg.trainer.max_time
     champion.hparams.buffer_size = cfg.hparams.buffer_size
+    champion.opponent.weights.final = cfg.opponent.weights.final
+    champion.reward.hurt = cfg.reward.hurt
+    with open_dict(champion):
+        del champion.opponent.weights["champion_0_4_0"]
+        del champion["policies"]["champion_0_4_0"]
     assert champion == cfg
     assert compose_overrides("config", ["+experiment=fighter"]) == cfg  # the name it had before
     report = compose_overrides("config", ["+experiment=report"])
