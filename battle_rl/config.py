@@ -342,6 +342,8 @@ def check_creatable(key: str, path: str) -> None:
     """Can the output folder be created and written? (Leaves nothing behind.)"""
     if "${" in path:
         return  # interpolated (e.g. ${now:...}): Hydra resolves it later
+    if int(os.environ.get("LOCAL_RANK", "0")) > 0:
+        return  # torchrun's other ranks: rank 0 checks (at once, they would race on the probe)
     # quoted, as Lightning's DDP launcher passes it to the processes it starts
     target = Path(os.path.abspath(path.strip("\"'")))
     created = []

@@ -38,7 +38,7 @@ COMMAND_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK_PAGES = [*COMMAND_PAGES, ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "agents" / "README.md"]
 HYDRA_APPS = {"train.py": "config", "evaluate.py": "evaluate"}
 SHELL_LANGS = {"bash", "sh", "shell", "console"}
-BUILTINS = {".", "source", "export", "cd", "set", "unset", "echo"}
+BUILTINS = {".", "source", "export", "cd", "set", "unset", "echo", "wait"}
 CLUSTER_ONLY = {"srun", "sbatch", "salloc"}  # need a cluster; their Hydra part is still checked
 SUBCOMMANDS = {"pip", "wandb", "ray", "git", "battle-rl"}  # `pip install --help`, not `pip --help`
 

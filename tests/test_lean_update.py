@@ -1,4 +1,4 @@
-"""The lean DDQN update (issue 42): what the replay buffer stores once per row (the channels the
+"""The lean DDQN update (0.5.0): what the replay buffer stores once per row (the channels the
 network reads, channels first; the action mask; bfloat16 input made directly) gives exactly the
 loss and Q-values of the update that recomputed them from whole observations at every sampling,
 old replays still load, and the A/B benchmark runs."""
@@ -101,7 +101,7 @@ def test_bfloat16_input_made_at_once_equals_float32_then_cast():
 
 
 def test_a_replay_of_whole_observations_loads_into_the_lean_buffer():
-    """Replays saved before issue 42 (whole HWC observations, no masks) resume: the buffer takes
+    """Replays saved by 0.4.0 (whole HWC observations, no masks) resume: the buffer takes
     the network's channels and the masks from them; a shape it cannot use is one line."""
     module = DQN(network=NETWORK)
     lean = filled(module.make_buffer(HP, 162, 81, seed=1))
