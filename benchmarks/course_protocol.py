@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import OPPONENTS  # (it puts the checkout on sys.path)
 
 from battle_rl.networks import load_course_net, load_policy  # noqa: E402
-
-# where benchmarks/common.py and train.py look: BATTLE_RL_OPPONENTS_DIR, else ../shared/opponents
-DEFAULT_OPPONENTS = Path(os.environ.get("BATTLE_RL_OPPONENTS_DIR",
-                                       Path(__file__).resolve().parents[2] / "shared" / "opponents"))
 
 
 def run_course_eval(blue_net, red_net, episodes: int, max_cycles: int = 300, seed: int = 0):
@@ -91,7 +85,7 @@ def main():
     ap.add_argument("--episodes", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0, help="game i is played with reset(seed=SEED+i)")
     ap.add_argument("--opponents", default="random,pretrained,final")
-    ap.add_argument("--opponents-dir", default=str(DEFAULT_OPPONENTS))
+    ap.add_argument("--opponents-dir", default=str(OPPONENTS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
