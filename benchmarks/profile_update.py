@@ -289,11 +289,12 @@ def uptime() -> str:
 def worker_main(args, overrides) -> None:
     cfg, module, dataset = setup(Path(args.code), overrides, seed=args.seed)
     fill(dataset, args.fill)
-    if args.what == "learner":
-        rate, cpu_rate = learner_rate(cfg, module, dataset, args.seconds)
-    else:
-        rate, cpu_rate = stream_rate(cfg, module, dataset, args.seconds)
-    print("RESULT " + json.dumps({"rate": rate, "cpu_rate": cpu_rate,
+    (what,) = args.what  # a worker times one block
+    timed = {"learner": learner_rate, "stream": stream_rate}[what]
+    steps0 = dataset.agent_steps
+    rate, cpu_rate = timed(cfg, module, dataset, args.seconds)
+    print("RESULT " + json.dumps({"block": what, "rate": rate, "cpu_rate": cpu_rate,
+                                  "agent_steps_played": dataset.agent_steps - steps0,
                                   "load": os.getloadavg()[0]}), flush=True)
 
 
@@ -306,7 +307,10 @@ def run_worker(code: Path, what: str, args, overrides) -> dict:
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     if out.returncode or not lines:
         raise SystemExit(f"{code} {what} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    res = json.loads(lines[-1][len("RESULT "):])
+    if res["block"] != what:  # (before 2026-12-06 every worker timed the stream)
+        raise SystemExit(f"{code}: asked for the {what} block, the worker timed {res['block']}")
+    return res
 
 
 def compare_main(args, overrides) -> dict:

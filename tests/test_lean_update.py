@@ -5,6 +5,8 @@ old replays still load, and the A/B benchmark runs."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -155,7 +157,30 @@ def test_profile_and_ab_benchmark_run():
     assert r.returncode == 0, r.stderr[-3000:]
     assert "update:" in r.stdout and "cycle of play:" in r.stdout
     r = subprocess.run([sys.executable, str(script), "--smoke", "--compare", str(ROOT),
-                        "threads=1", "--what", "stream"],
+                        "threads=1", "--what", "learner", "stream"],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "stream: base" in r.stdout and "new/base x" in r.stdout
+    assert "learner: base" in r.stdout and "stream: base" in r.stdout
+    assert "new/base x" in r.stdout
+
+
+def test_profile_worker_times_the_block_asked_for():
+    """Each A/B worker times the block it is given: the learner alone (no play) is a
+    different figure from the stream (before 2026-12-06 both were the stream)."""
+    script = ROOT / "benchmarks" / "profile_update.py"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for what in ("learner", "stream"):
+        r = subprocess.run([sys.executable, str(script), "--worker", "--what", what,
+                            "--seconds", "0.3", "--fill", "12", "threads=1",
+                            "hparams.batch_size=32", "hparams.warmup=32"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        result = json.loads(r.stdout.split("RESULT ")[-1])
+        assert result["block"] == what and result["rate"] > 0
+        # the learner block samples the replay its fill played (its stream's first pull plays
+        # one cycle, whose credit then never runs out); the stream plays on
+        one_cycle = 2 * 81
+        if what == "learner":
+            assert result["agent_steps_played"] <= one_cycle
+        else:
+            assert result["agent_steps_played"] > 2 * one_cycle
