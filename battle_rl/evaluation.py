@@ -275,14 +275,15 @@ def run_evaluation(cfg, run_dir: Path) -> dict:
                                             leave_out_missing, left_out_notice, make_opponent,
                                             write_opponents_record)
     from battle_rl.networks import load_policy
+    from battle_rl.outputs.display import print_note
 
     validate_eval(cfg)
     odir = Path(to_absolute_path(str(cfg.opponents_dir)))
-    # course opponents of the default list whose files are missing are left out (one line)
+    # course opponents of the default list whose files are missing are left out (one note)
     names, left_out = leave_out_missing(list(cfg.opponents), odir, command_line_opponents())
     names = names or list(SHIPPED)
     if left_out:
-        print(left_out_notice(left_out, odir), flush=True)
+        print_note(left_out_notice(left_out, odir))
     for name in names:
         check_opponent(name, odir)
     video = None

@@ -30,7 +30,8 @@ from battle_rl.league.opponents import (SHIPPED, check_opponent, command_line_op
                                         leave_out_missing, left_out_notice, make_mix, make_opponent,
                                         write_opponents_record)
 from battle_rl.networks import export_policy
-from battle_rl.outputs.display import BattleProgressBar, print_config, print_run_summary
+from battle_rl.outputs.display import (BattleProgressBar, print_config, print_note,
+                                       print_run_summary)
 from battle_rl.outputs.loggers import (check_writable, close_logger, make_loggers, start_wandb,
                                        where_line)
 from battle_rl.outputs.plot import plot_table
@@ -298,7 +299,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
     if cfg.get("print_config", False) and rank_zero_only.rank == 0:  # not again on DDP ranks
         print_config(cfg)
     if left_out and rank_zero_only.rank == 0:
-        print(left_out_notice(left_out, opponents_dir(cfg)), flush=True)
+        print_note(left_out_notice(left_out, opponents_dir(cfg)))
     if emulated_bf16(cfg) and rank_zero_only.rank == 0:
         print("note: trainer.precision=bf16-mixed on a CPU without bfloat16 instructions "
               "(AVX512-BF16 or AMX) is emulated and slower than float32; "

@@ -147,6 +147,16 @@ NOISE = re.compile(r"GPU available|TPU available|litlogger|Tip:|LeafSpec|weights
                    r"anonymous|^wandb:|\[INFO\]|Warning|Epoch \d")
 
 
+def note_at(lines: list[str], i: int) -> str:
+    """The note starting at line ``i`` and its indented continuation lines, each at most 80
+    columns, as one string."""
+    end = i + 1
+    while end < len(lines) and lines[end].startswith("  "):
+        end += 1
+    assert all(len(ln) <= 80 for ln in lines[i:end]), lines[i:end]
+    return " ".join(ln.strip() for ln in lines[i:end])
+
+
 def test_default_run_without_course_files_is_clean(tmp_path):
     """A fresh machine: no course files. The default command (tiny) trains and evaluates on
     what ships, says so in one line, and shows nothing from other libraries."""
@@ -159,9 +169,12 @@ def test_default_run_without_course_files_is_clean(tmp_path):
                    "hparams.warmup=64", "hparams.batch_size=32", f"hydra.run.dir={run}", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = (r.stdout + r.stderr).strip().splitlines()
-    notes = [ln for ln in lines if ln.startswith("note: left out the course opponents")]
-    assert len(notes) == 1 and "red.pt" in notes[0] and "red_final.pt" in notes[0]
-    assert "opponents_dir=FOLDER" in notes[0] and "github.com" in notes[0]
+    notes = [i for i, ln in enumerate(lines)
+             if ln.startswith("note: left out the course opponents")]
+    assert len(notes) == 1
+    note = note_at(lines, notes[0])  # wrapped to the 80 columns of the first screen
+    assert "red.pt" in note and "red_final.pt" in note
+    assert "opponents_dir=FOLDER" in note and "github.com" in note
     assert not [ln for ln in lines if NOISE.search(ln)], lines
     at = next(i for i, ln in enumerate(lines) if ln.startswith("run folder:"))
     where = " ".join(lines[at:at + 2])  # a second line where one would pass 80 columns
@@ -180,7 +193,8 @@ def test_default_run_without_course_files_is_clean(tmp_path):
                    "max_cycles=5", f"hydra.run.dir={ev}", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = (r.stdout + r.stderr).strip().splitlines()
-    assert len([ln for ln in lines if ln.startswith("note: left out")]) == 1
+    notes = [i for i, ln in enumerate(lines) if ln.startswith("note: left out")]
+    assert len(notes) == 1 and "red_final.pt" in note_at(lines, notes[0])
     assert not [ln for ln in lines if NOISE.search(ln)], lines
     assert list(json.loads((ev / "eval.json").read_text())) == ["random"]
     assert json.loads((ev / "opponents.json").read_text())["evaluation"] == ["random"]

@@ -22,6 +22,7 @@ from battle_rl.buffer import OBS_SCALE, ReplayBuffer, quantize
 from battle_rl.env import TEAMS, BattleEnv
 from battle_rl.league.sides import flip_y_rows
 from battle_rl.networks import greedy_actions
+from conftest import needs_opponents
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORK = {"conv_channels": [], "hidden": [32, 32], "action_mask": True, "channels": [0, 2, 4]}
@@ -146,6 +147,7 @@ def test_acting_reads_the_same_values_as_greedy_actions():
         assert np.array_equal(mine, theirs) and mine.dtype == theirs.dtype
 
 
+@needs_opponents  # the default recipe's league plays the course nets
 @pytest.mark.slow
 def test_profile_and_ab_benchmark_run():
     """``benchmarks/profile_update.py --smoke``: the profile (the learner's update by hand),
@@ -164,6 +166,7 @@ def test_profile_and_ab_benchmark_run():
     assert "new/base x" in r.stdout
 
 
+@needs_opponents
 def test_profile_worker_times_the_block_asked_for():
     """Each A/B worker times the block it is given: the learner alone (no play) is a
     different figure from the stream (before 2026-12-06 both were the stream)."""

@@ -476,7 +476,7 @@ def leave_out_missing(names: list[str], opponents_dir: str | Path, named: set[st
 
 def left_out_notice(left_out: list[str], opponents_dir: str | Path,
                     setting: str = "opponents_dir=FOLDER (or BATTLE_RL_OPPONENTS_DIR)") -> str:
-    """The one line that says which course opponents were left out and how to get them."""
+    """The note that says which course opponents were left out and how to get them."""
     files = ", ".join(f"{n} ({COURSE_FILES[n]})" for n in left_out)
     return (f"note: left out the course opponents {files}, not found in {opponents_dir}: "
             f"get them from {SOURCE} and set {setting}")

@@ -98,6 +98,12 @@ def print_run_summary(cfg: DictConfig) -> None:
     print("\n".join(run_summary(cfg)), flush=True)
 
 
+def print_note(text: str, width: int = WIDTH) -> None:
+    """A note on the first screen (a course opponent left out), wrapped to ``width``."""
+    print("\n".join(textwrap.wrap(text, width, subsequent_indent="  ",
+                                   break_on_hyphens=False)), flush=True)
+
+
 class BattleProgressBar(ProgressBar):
     """One line that fits an 80-column terminal, refreshed a few times a second (the machine
     has few cores to spare for the game and the updates):
