@@ -301,9 +301,9 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
     if left_out and rank_zero_only.rank == 0:
         print_note(left_out_notice(left_out, opponents_dir(cfg)))
     if emulated_bf16(cfg) and rank_zero_only.rank == 0:
-        print("note: trainer.precision=bf16-mixed on a CPU without bfloat16 instructions "
-              "(AVX512-BF16 or AMX) is emulated and slower than float32; "
-              "trainer.precision=32-true avoids that", flush=True)
+        print_note("note: trainer.precision=bf16-mixed on a CPU without bfloat16 instructions "
+                   "(AVX512-BF16 or AMX) is emulated and slower than float32; "
+                   "trainer.precision=32-true avoids that")
     write_opponents_record(run_dir / "opponents.json", {
         "training": {n: w for n, w in cfg.opponent.weights.items() if w > 0},
         "evaluation": list(cfg.eval.opponents)}, left_out, opponents_dir(cfg))
@@ -352,8 +352,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         rank = trainer.global_rank
         if resume_from is not None and cfg.checkpoint_buffer and replay is not None:
             if not load_replay(replay, resume_from.parent, step, rank=rank):
-                print(f"note: no {resume_from.parent / replay_file(rank)}: resuming with an "
-                      f"empty replay buffer", flush=True)
+                print_note(f"note: no {resume_from.parent / replay_file(rank)}: resuming "
+                           f"with an empty replay buffer")
         loader = DataLoader(dataset, batch_size=None, num_workers=0)
         t0 = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader,

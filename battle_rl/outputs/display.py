@@ -88,20 +88,21 @@ def run_summary(cfg: DictConfig, width: int = WIDTH) -> list[str]:
     if not cfg.get("print_config", False):
         lines.append("full configuration: print_config=true, "
                      "or python train.py --cfg job (no run)")
-    out = []
-    for line in lines:
-        out += textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False)
-    return out
+    return [part for line in lines for part in wrap(line, width)]
 
 
 def print_run_summary(cfg: DictConfig) -> None:
     print("\n".join(run_summary(cfg)), flush=True)
 
 
+def wrap(line: str, width: int = WIDTH) -> list[str]:
+    """One line of the first screen in lines of at most ``width``, continued indented."""
+    return textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False)
+
+
 def print_note(text: str, width: int = WIDTH) -> None:
-    """A note on the first screen (a course opponent left out), wrapped to ``width``."""
-    print("\n".join(textwrap.wrap(text, width, subsequent_indent="  ",
-                                   break_on_hyphens=False)), flush=True)
+    """A note on the first screen (course opponents left out, emulated bfloat16), wrapped."""
+    print("\n".join(wrap(text, width)), flush=True)
 
 
 class BattleProgressBar(ProgressBar):
