@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_swa_multi_avg_fn
 
 from battle_rl.evaluation import Evaluator, evaluate, evaluate_as_red
 from battle_rl.league.opponents import NetOpponent, Opponent
@@ -201,14 +201,11 @@ class ReplayCheckpoint(pl.Callback):
     """Saves the replay buffer beside every checkpoint (``checkpoints/replay.npz``; under DDP
     every rank its own, ``replay_rank1.npz``, ...)."""
 
-    def __init__(self, buffer, ckpt_dir: str | Path):
-        self.buffer, self.ckpt_dir = buffer, Path(ckpt_dir)
+    def __init__(self, stream, ckpt_dir: str | Path):
+        self.stream, self.ckpt_dir = stream, Path(ckpt_dir)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        from battle_rl.resume import save_replay
-
-        save_replay(self.buffer, self.ckpt_dir, step=trainer.global_step,
-                    rank=trainer.global_rank)
+        self.stream.save_replay(self.ckpt_dir, step=trainer.global_step, rank=trainer.global_rank)
 
 
 class GracefulStop(pl.Callback):
@@ -263,6 +260,11 @@ class SelfPlaySnapshots(pl.Callback):
         if step == 0 or step % self.every:
             return
         snap = self.pool.snapshot(step)
+        actor = getattr(getattr(pl_module, "rollout", None), "actor", None)
+        if actor is not None:  # play: process: the actor's pool, which plays, gets the same
+            # weights; the games played against each snapshot are counted there
+            for s, (score, games) in zip(self.pool.snapshots, actor.call("snapshot", step)):
+                s.score, s.games = score, games
         if self.export_dir is not None and trainer.is_global_zero:
             from battle_rl.networks import export_policy
 
@@ -360,7 +362,10 @@ class WeightAverage(pl.Callback):
             return
         net = pl_module.policy_net()
         if self.average is None:
-            self.average = AveragedModel(net, use_buffers=True)
+            # the foreach mean (one lerp over every tensor): torch picks it on GPUs only; on the
+            # CPU its default is a loop of small ops per tensor, 0.6 ms a step
+            self.average = AveragedModel(net, use_buffers=True,
+                                         multi_avg_fn=get_swa_multi_avg_fn())
             if self._restored is not None:
                 self.average.load_state_dict(self._restored)
         self.average.update_parameters(net)

@@ -106,6 +106,8 @@ def validate_train(cfg: DictConfig) -> None:
            "a list of 'blue' and/or 'red', e.g. [blue, red]")
     _check(cfg, "threads", lambda x: x == "auto" or (int(x) == x and x >= 1),
            "'auto' or an integer >= 1")
+    _check(cfg, "play", lambda x: x in ("inline", "process"),
+           "inline (in the learner's process) or process (a second one, while it updates)")
     _check(cfg, "trainer.log_every_n_steps", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     _check(cfg, "checkpoint_every", lambda x: int(x) == x and x >= 1, "an integer >= 1")
     _check(cfg, "trainer.max_steps", lambda x: int(x) == x and x >= -1,

@@ -106,6 +106,10 @@ class RolloutDataset(IterableDataset):
         self._rollout_seconds = 0.0
         self.batches = 0
         self._rate_mark = (time.perf_counter(), 0, 0)  # (time, agent_steps, batches)
+        # ``play: process``: the stream runs in a forked process (battle_rl.actor), which
+        # holds its state from the first batch until ``close()``
+        self.play_in_process = False
+        self.actor = None
 
     def reseed(self, seed: int) -> None:
         """New random streams for the games, exploration, replay sampling and the opponent's
@@ -220,6 +224,11 @@ class RolloutDataset(IterableDataset):
         return self._finished() and not self.endless
 
     def __iter__(self):
+        if self.play_in_process:
+            from battle_rl.actor import actor_batches
+
+            yield from actor_batches(self)
+            return
         credit = 0.0
         warm = False  # latched: counting the ready rows costs a pass over the whole buffer
         while not self._ends():
@@ -249,8 +258,28 @@ class RolloutDataset(IterableDataset):
                 **stream_metrics(self)}
 
     # -- persistence (resume) -------------------------------------------------------
+    def save_replay(self, ckpt_dir, step: int, rank: int = 0):
+        """The replay buffer's file beside a checkpoint (written by the actor, which holds the
+        buffer, while one plays)."""
+        if self.actor is not None:
+            return self.actor.call("save_replay", (ckpt_dir, step, rank))
+        from battle_rl.resume import save_replay
+
+        return save_replay(self.buffer, ckpt_dir, step, rank)
+
+    def close(self) -> None:
+        """Stop the actor process, if one plays, taking over its counters and random states
+        (its replay buffer ends with it: save it first, ``save_replay``)."""
+        if self.actor is not None:
+            actor, self.actor = self.actor, None
+            state = actor.close()
+            if state is not None:
+                self.load_state_dict(state)
+
     def state_dict(self) -> dict:
         """Counters and random states (the buffer's rows are saved beside the checkpoint)."""
+        if self.actor is not None:
+            return self.actor.call("state")
         return {
             "cycles": self.cycles,
             "episodes": self.episodes,
@@ -473,6 +502,9 @@ class OnPolicyDataset(IterableDataset):
     def log_metrics(self) -> dict[str, float]:
         """Counters, rates since the last call, and the last finished episode, for logging."""
         return {"rollout/rollouts": self.rollouts, **stream_metrics(self)}
+
+    def close(self) -> None:
+        """Nothing plays beside this stream (``play: process`` is for replay learners)."""
 
     # -- persistence (resume) -------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -92,18 +92,19 @@ def init_weights(module, path: str) -> None:
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def resolve_threads(threads, devices=1) -> int:
+def resolve_threads(threads, devices=1, actors: int = 0) -> int:
     """``threads: auto``: the cores this process may use, shared among the processes of one
-    machine (DDP ranks), at most 4. On the idle 2-core machine two threads make 1.3x (default
-    network) to 1.5x (the champion's) the updates per second of one
-    (``benchmarks/learner_speed.py``); on a busy machine one thread is much faster."""
+    machine (DDP ranks), at most 4, less one for each actor process (``play: process``).
+    On the idle 2-core machine two threads make 1.3x (default network) to 1.5x (the
+    champion's) the updates per second of one (``benchmarks/learner_speed.py``); on a busy
+    machine one thread is much faster."""
     if threads != "auto":
         return int(threads)
     local = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE")
     processes = int(local) if local else (devices if isinstance(devices, int) else 1)
     cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
              else os.cpu_count() or 1)
-    return max(1, min(4, cores // max(1, processes)))
+    return max(1, min(4, cores // max(1, processes) - actors))
 
 
 def configure_threads(threads: int) -> None:
@@ -129,6 +130,7 @@ def configure_threads(threads: int) -> None:
 def preflight(cfg: DictConfig, run_dir: Path) -> Path | None:
     """All checks that need no environment; returns the checkpoint to resume from, if any."""
     validate_train(cfg)
+    plays_in_process(cfg)  # a learner that cannot have it fails here
     odir, policies = opponents_dir(cfg), named_policies(cfg)
     for name, weight in cfg.opponent.weights.items():
         if weight > 0:
@@ -183,6 +185,7 @@ def build(cfg: DictConfig, run_dir: Path):
     if pool is not None:
         pool.bind(module.policy_net())  # snapshots copy the learner's network
     dataset = module.make_dataset(env, opponent, hp, seed=cfg.seed)
+    dataset.play_in_process = plays_in_process(cfg)
     module.rollout = dataset
     eval_cb = None
     if cfg.eval.every_n_steps > 0 or cfg.eval.get("rematch_episodes", 0) > 0:
@@ -204,6 +207,26 @@ def build(cfg: DictConfig, run_dir: Path):
             sides=tuple(cfg.eval.get("sides") or ("blue",)),
         )
     return module, dataset, eval_cb
+
+
+def plays_in_process(cfg: DictConfig) -> bool:
+    """``play: process`` (battle_rl.actor) where the run can have it: a replay learner (PPO's
+    rollouts are played with the very weights it updates), a CPU learner (a forked process
+    cannot use the GPU of its parent) and a system that forks; elsewhere the game is played
+    inline. A learner that cannot have it is a configuration error."""
+    from battle_rl.actor import can_fork
+    from battle_rl.data import RolloutDataset
+
+    if cfg.get("play", "inline") != "process":
+        return False
+    stream = getattr(get_class(cfg.algo._target_), "dataset_class", None)
+    if not (isinstance(stream, type) and issubclass(stream, RolloutDataset)):
+        raise ConfigError(f"play=process is for the replay learners (ddqn, dqn, mfq, vdn, "
+                          f"qmix), not algo={cfg.algo.name}: use play=inline")
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto"
+                                               and torch.cuda.is_available())
+    return can_fork() and not on_gpu
 
 
 def _video_settings(eval_cfg: DictConfig):
@@ -307,9 +330,11 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
     write_opponents_record(run_dir / "opponents.json", {
         "training": {n: w for n, w in cfg.opponent.weights.items() if w > 0},
         "evaluation": list(cfg.eval.opponents)}, left_out, opponents_dir(cfg))
-    configure_threads(resolve_threads(cfg.threads, cfg.trainer.get("devices", 1)))
+    configure_threads(resolve_threads(cfg.threads, cfg.trainer.get("devices", 1),
+                                      actors=int(plays_in_process(cfg))))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     loggers = make_loggers(cfg, run_dir, run_name(cfg), resuming=resume_from is not None)
+    dataset = None
     try:
         module, dataset, eval_cb = build(cfg, run_dir)
         ckpt_dir = run_dir / "checkpoints"
@@ -323,7 +348,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
             stop,
         ]
         if cfg.checkpoint_buffer and replay is not None:
-            callbacks.append(ReplayCheckpoint(replay, ckpt_dir))
+            callbacks.append(ReplayCheckpoint(dataset, ckpt_dir))
         if eval_cb is not None:
             callbacks.append(eval_cb)
         snapshots = self_play_callback(cfg, dataset, run_dir)
@@ -360,6 +385,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
                     ckpt_path=str(resume_from) if resume_from else None)
         wall = time.perf_counter() - t0
         trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the state at the very end (all ranks)
+        dataset.close()  # an actor process (play: process) stops here, its state saved
         if not trainer.is_global_zero:  # rank 0 evaluates, exports and reports
             return {"steps": trainer.global_step, "episodes": dataset.episodes,
                     "cycles": dataset.cycles, "wall_seconds": wall, "policy": None,
@@ -406,6 +432,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         summary["policy"] = str(policy_path)
         return summary
     finally:
+        if dataset is not None:
+            dataset.close()
         for logger in loggers:
             close_logger(logger)
 

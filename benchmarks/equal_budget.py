@@ -46,7 +46,9 @@ def duration(seconds: int) -> str:
 def train_one(algo: str, seed: int, seconds: int, run_dir: Path, threads: int,
               extra: list[str]) -> dict:
     overrides = [
-        f"algo={algo}", f"seed={seed}", f"threads={threads}", "logger=csv",
+        # play=inline: one process per run, the same CPU for every algorithm (DDQN's recipe
+        # would add an actor process that PPO cannot have)
+        f"algo={algo}", f"seed={seed}", f"threads={threads}", "play=inline", "logger=csv",
         f"trainer.max_time={duration(seconds)}", "trainer.max_steps=-1",
         "trainer.enable_progress_bar=false", "eval.every_n_steps=0", "eval.final_episodes=0",
         "eval.stop_win_rate=null", "eval.max_train_seconds=null", "print_config=false",

@@ -133,17 +133,20 @@ def test_the_default_run_is_the_fighter_and_the_report_stays_one_override_away()
     assert list(network.conv_channels) == [] and network.action_mask and cfg.reward.hurt < 0
     # it reads walls and HP only, and its exploring agents play the scripted agent's moves
     assert list(network.channels) == [0, 2, 4] and cfg.hparams.explore_with == "scripted"
+    # it plays in a second process while the learner updates
+    assert cfg.play == "process"
     # the champion's recipe is the same run given 15 minutes and a replay of 5x the rows, more
-    # games against red_final.pt, a higher cost per hit taken and the previous champion as a rival
+    # games against red_final.pt, a higher cost per hit taken and the previous champion as a
+    # rival, played inline (as its figures were measured)
     champion = compose_overrides("config", ["+experiment=champion"])
-    assert champion.trainer.max_time == "00:00:15:00"
+    assert champion.trainer.max_time == "00:00:15:00" and champion.play == "inline"
     assert champion.hparams.buffer_size == 5 * cfg.hparams.buffer_size
     assert champion.opponent.weights.final > cfg.opponent.weights.final
     assert champion.reward.hurt < cfg.reward.hurt
     rival = Path(champion.policies.champion_0_4_0)
     assert rival.is_file() and rival.parent == Path(battle_rl.__file__).parent / "assets"
     assert champion.opponent.weights.champion_0_4_0 > 0
-    champion.trainer.max_time = cfg.trainer.max_time
+    champion.trainer.max_time, champion.play = cfg.trainer.max_time, cfg.play
     champion.hparams.buffer_size = cfg.hparams.buffer_size
     champion.opponent.weights.final = cfg.opponent.weights.final
     champion.reward.hurt = cfg.reward.hurt
@@ -194,7 +197,9 @@ def test_bf16_mixed_learns_in_bfloat16_and_exports_float32(algo, tmp_path):
 
     hook = torch.nn.modules.module.register_module_forward_hook(record)
     try:
-        summary = tiny_train(algo, tmp_path / "run", **{"trainer.precision": "bf16-mixed"})
+        # inline: the hook sees this process's forwards (an actor process's are its own)
+        summary = tiny_train(algo, tmp_path / "run", **{"trainer.precision": "bf16-mixed",
+                                                        "play": "inline"})
     finally:
         hook.remove()
     assert summary["steps"] == TINY["trainer.max_steps"]

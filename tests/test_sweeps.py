@@ -542,7 +542,8 @@ def test_each_job_caps_its_threads():
 
 
 def test_threads_auto_shares_the_cores_among_the_processes(monkeypatch):
-    """threads=auto: the cores this process may use, per process of the machine, at most 4."""
+    """threads=auto: the cores this process may use, per process of the machine, at most 4,
+    less one for an actor process."""
     from battle_rl.training import resolve_threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
@@ -555,4 +556,7 @@ def test_threads_auto_shares_the_cores_among_the_processes(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert resolve_threads("auto") == 2  # the 2-core machine: both cores
+    assert resolve_threads("auto", actors=1) == 1  # play: process: the actor has the other
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert resolve_threads("auto", actors=1) == 1  # never none
     assert resolve_threads(1) == 1 and resolve_threads("3") == 3

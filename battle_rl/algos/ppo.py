@@ -105,8 +105,10 @@ class PPO(pl.LightningModule):
         self.rollout = None  # the OnPolicyDataset feeding this module
 
     # -- the algorithm interface (see battle_rl.algos) ---------------------------------
+    dataset_class = OnPolicyDataset  # on-policy rollouts, served as minibatches
+
     def make_dataset(self, env, opponent, hparams, seed: int) -> OnPolicyDataset:
-        return OnPolicyDataset(
+        return self.dataset_class(
             env=env, opponent=opponent, learner=self,
             rollout_cycles=hparams.rollout_cycles, epochs=hparams.epochs,
             minibatches=hparams.minibatches, gamma=hparams.gamma,

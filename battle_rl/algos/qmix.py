@@ -63,12 +63,14 @@ class QMIX(pl.LightningModule):
         self.rollout = None
 
     # -- the algorithm interface (see battle_rl.algos) ---------------------------------
+    dataset_class = TeamRolloutDataset  # the rollout stream of whole team steps
+
     def make_dataset(self, env, opponent, hparams, seed: int) -> TeamRolloutDataset:
         """Team steps (state, joint observation, joint action, ...) into one team buffer."""
         if env.n_agents != self.hparams.n_agents:
             raise ValueError(f"the game has {env.n_agents} agents per team, the networks "
                              f"were built for algo.n_agents={self.hparams.n_agents}")
-        return TeamRolloutDataset(
+        return self.dataset_class(
             env=env,
             opponent=opponent,
             learner=self,
