@@ -30,14 +30,24 @@ SLOTS = 4  # batches in shared memory: the one updated on, the one Lightning fet
 COUNTERS = ("cycles", "episodes", "agent_steps", "batches", "last_episode", "side")
 
 
-def can_fork() -> bool:
-    return "fork" in mp.get_all_start_methods()
+def available() -> bool:
+    """Whether this system can run an actor: it forks and has shared memory (a container
+    without ``/dev/shm``, for one, has not: there the game is played inline)."""
+    if "fork" not in mp.get_all_start_methods():
+        return False
+    try:
+        torch.zeros(1).share_memory_()
+    except (OSError, RuntimeError):
+        return False
+    return True
 
 
 def _answer(stream, command: str, arg):
     """What the learner asks between two batches."""
     if command == "state":
         return stream.state_dict()
+    if command == "buffer_size":  # for the logs: the learner's copy of the buffer stays empty
+        return len(stream.buffer)
     if command == "save_replay":
         from battle_rl.resume import save_replay
 

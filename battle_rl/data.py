@@ -254,7 +254,8 @@ class RolloutDataset(IterableDataset):
 
     def log_metrics(self) -> dict[str, float]:
         """Counters, rates since the last call, and the last finished episode, for logging."""
-        return {"train/epsilon": self.epsilon, "rollout/buffer_size": len(self.buffer),
+        size = self.actor.call("buffer_size") if self.actor is not None else len(self.buffer)
+        return {"train/epsilon": self.epsilon, "rollout/buffer_size": size,
                 **stream_metrics(self)}
 
     # -- persistence (resume) -------------------------------------------------------

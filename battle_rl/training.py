@@ -212,9 +212,9 @@ def build(cfg: DictConfig, run_dir: Path):
 def plays_in_process(cfg: DictConfig) -> bool:
     """``play: process`` (battle_rl.actor) where the run can have it: a replay learner (PPO's
     rollouts are played with the very weights it updates), a CPU learner (a forked process
-    cannot use the GPU of its parent) and a system that forks; elsewhere the game is played
-    inline. A learner that cannot have it is a configuration error."""
-    from battle_rl.actor import can_fork
+    cannot use the GPU of its parent) and a system that forks and shares memory; elsewhere the
+    game is played inline. A learner that cannot have it is a configuration error."""
+    from battle_rl.actor import available
     from battle_rl.data import RolloutDataset
 
     if cfg.get("play", "inline") != "process":
@@ -226,7 +226,7 @@ def plays_in_process(cfg: DictConfig) -> bool:
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto"
                                                and torch.cuda.is_available())
-    return can_fork() and not on_gpu
+    return not on_gpu and available()
 
 
 def _video_settings(eval_cfg: DictConfig):
@@ -327,6 +327,9 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         print_note("note: trainer.precision=bf16-mixed on a CPU without bfloat16 instructions "
                    "(AVX512-BF16 or AMX) is emulated and slower than float32; "
                    "trainer.precision=32-true avoids that")
+    if cfg.get("play") == "process" and not plays_in_process(cfg) and rank_zero_only.rank == 0:
+        print_note("note: play=process needs a CPU learner, fork and shared memory: this run "
+                   "plays the game inline, in the learner's process")
     write_opponents_record(run_dir / "opponents.json", {
         "training": {n: w for n, w in cfg.opponent.weights.items() if w > 0},
         "evaluation": list(cfg.eval.opponents)}, left_out, opponents_dir(cfg))

@@ -14,8 +14,8 @@ from battle_rl.safe_load import torch_load
 from battle_rl.training import build, plays_in_process, preflight
 from test_algorithms import tiny_config, tiny_train
 
-pytestmark = pytest.mark.skipif(not __import__("battle_rl.actor").actor.can_fork(),
-                                reason="play: process needs fork (Linux, macOS)")
+pytestmark = pytest.mark.skipif(not __import__("battle_rl.actor").actor.available(),
+                                reason="play: process needs fork and shared memory")
 
 
 def stream_of(tmp_path, play: str, seed: int = 3):
@@ -48,6 +48,9 @@ def test_the_actor_serves_the_inline_stream_batch_for_batch(tmp_path):
             for key in ("cycles", "episodes", "agent_steps", "batches", "last_episode"):
                 assert getattr(inline, key) == getattr(process, key), key
         assert inline.episodes >= 2  # episodes of 20 cycles ended and new ones began
+        # the logs read the actor's replay (this process's copy stays empty)
+        assert len(process.buffer) == 0
+        assert 0 < process.log_metrics()["rollout/buffer_size"] <= process.buffer.capacity
         # the state a checkpoint gets is the actor's (it played the next batch already)
         state = process.state_dict()
         assert state["cycles"] >= inline.cycles and state["batches"] == inline.batches + 1
@@ -132,3 +135,15 @@ os._exit(1)  # no clean-up: as a crash would
             return
         time.sleep(0.2)
     raise AssertionError(f"the actor {pid} outlived its learner")
+
+
+def test_without_fork_or_shared_memory_the_run_plays_inline_and_says_so(tmp_path, monkeypatch,
+                                                                          capsys):
+    import battle_rl.actor
+
+    monkeypatch.setattr(battle_rl.actor, "available", lambda: False)
+    summary = tiny_train("ddqn", tmp_path / "run", play="process")
+    assert summary["steps"] == 12
+    out = " ".join(capsys.readouterr().out.split())
+    assert "play=process needs a CPU learner, fork and shared memory: this run plays the game " \
+           "inline" in out
