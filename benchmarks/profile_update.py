@@ -15,7 +15,9 @@ tree's (each imports its own ``battle_rl`` and ``conf/``): short timed blocks of
   clipping, AdamW, the soft target update; no play;
 * ``stream``: updates/s of Lightning's loop over the rollout stream: two cycles of play per
   update as in the recipe, at the end of its exploration schedule (epsilon 0.05, as in most of
-  a run), no evaluation, checkpoints or logging.
+  a run), no evaluation, checkpoints or logging; played as the checkout's recipe plays (since
+  ``play: process``, in an actor process: ``play=inline`` among the overrides times the loop
+  with the play in it).
 
 With ``--e2e`` each seed runs the default command itself (``python train.py algo=ddqn
 env.max_cycles=300 seed=S``, 2 minutes of training, its final Table I included) in each
