@@ -48,10 +48,8 @@ def _answer(stream, command: str, arg):
         return stream.state_dict()
     if command == "buffer_size":  # for the logs: the learner's copy of the buffer stays empty
         return len(stream.buffer)
-    if command == "save_replay":
-        from battle_rl.resume import save_replay
-
-        return save_replay(stream.buffer, *arg)
+    if command == "save_replay":  # here the stream has no actor: it writes its own buffer
+        return stream.save_replay(*arg)
     if command == "snapshot":  # the learner's weights (just copied in) join the pool
         from battle_rl.league.opponents import find_pool
 

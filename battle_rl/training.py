@@ -223,10 +223,13 @@ def plays_in_process(cfg: DictConfig) -> bool:
     if not (isinstance(stream, type) and issubclass(stream, RolloutDataset)):
         raise ConfigError(f"play=process is for the replay learners (ddqn, dqn, mfq, vdn, "
                           f"qmix), not algo={cfg.algo.name}: use play=inline")
+    return not on_gpu(cfg) and available()
+
+
+def on_gpu(cfg: DictConfig) -> bool:
+    """Whether the learner runs on a GPU (``trainer.accelerator``: gpu, or auto with one)."""
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto"
-                                               and torch.cuda.is_available())
-    return not on_gpu and available()
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def _video_settings(eval_cfg: DictConfig):
@@ -267,11 +270,9 @@ def run_name(cfg: DictConfig) -> str:
 def emulated_bf16(cfg: DictConfig) -> bool:
     """bf16-mixed on a CPU that has no bfloat16 instructions: recipes choose bf16 for speed
     (docs/benchmarks.md, "bf16"), and there it costs speed instead."""
-    accelerator = cfg.trainer.get("accelerator", "cpu")
-    if (str(cfg.trainer.get("precision")) != "bf16-mixed" or accelerator == "gpu"
-            or (accelerator == "auto" and torch.cuda.is_available())):
+    if str(cfg.trainer.get("precision")) != "bf16-mixed" or on_gpu(cfg):
         return False
-    return native_bf16(accelerator) is False  # a torch without the probes: no claim
+    return native_bf16(cfg.trainer.get("accelerator", "cpu")) is False  # a torch without the probes: no claim
 
 
 def final_weights(cfg: DictConfig, trainer: pl.Trainer, module, eval_cb, average,
@@ -327,14 +328,15 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: list | None = None) -
         print_note("note: trainer.precision=bf16-mixed on a CPU without bfloat16 instructions "
                    "(AVX512-BF16 or AMX) is emulated and slower than float32; "
                    "trainer.precision=32-true avoids that")
-    if cfg.get("play") == "process" and not plays_in_process(cfg) and rank_zero_only.rank == 0:
+    in_process = plays_in_process(cfg)
+    if cfg.get("play") == "process" and not in_process and rank_zero_only.rank == 0:
         print_note("note: play=process needs a CPU learner, fork and shared memory: this run "
                    "plays the game inline, in the learner's process")
     write_opponents_record(run_dir / "opponents.json", {
         "training": {n: w for n, w in cfg.opponent.weights.items() if w > 0},
         "evaluation": list(cfg.eval.opponents)}, left_out, opponents_dir(cfg))
     configure_threads(resolve_threads(cfg.threads, cfg.trainer.get("devices", 1),
-                                      actors=int(plays_in_process(cfg))))
+                                      actors=int(in_process)))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     loggers = make_loggers(cfg, run_dir, run_name(cfg), resuming=resume_from is not None)
     dataset = None
